@@ -1,0 +1,90 @@
+"""IncrementalDetokenizer: output ids -> text, one token at a time, plus stop-string checks.
+
+Decoding a token alone can yield half a UTF-8 character or lose a leading space, so we decode a
+small window: ids[prefix_offset:] minus ids[prefix_offset:read_offset] and only emit text once it
+does not end in the replacement character.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+
+class IncrementalDetokenizer:
+    def __init__(self, tokenizer, skip_special_tokens: bool = True, stop: Sequence[str] = (),
+                 no_stop_trim: bool = False):
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        self.stop = tuple(stop)
+        self.max_stop_len = max((len(s) for s in self.stop), default=0)
+        self.no_stop_trim = no_stop_trim
+        self.ids: list[int] = []
+        self.prefix_offset = 0
+        self.read_offset = 0
+        self.text = ""  # decoded text so far (trimmed at a matched stop string)
+        self.sent_len = 0  # text[:sent_len] has been handed out as deltas
+        self.matched_stop: Optional[str] = None
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
+
+    def add_token(self, token_id: int) -> str:
+        """Append one token; return the newly emitted text (may be '' while a char is partial).
+        After a stop string is matched, `matched_stop` is set and the text is trimmed."""
+        self.ids.append(token_id)
+        prefix_text = self._decode(self.ids[self.prefix_offset:self.read_offset])
+        new_text = self._decode(self.ids[self.prefix_offset:])
+        if len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd"):
+            return ""
+        delta = new_text[len(prefix_text):]
+        self.prefix_offset = self.read_offset
+        self.read_offset = len(self.ids)
+        return self._append(delta)
+
+    def flush(self) -> str:
+        """At finish: emit whatever is still held back (e.g. an incomplete character)."""
+        if self.matched_stop is not None or self.read_offset == len(self.ids):
+            return ""
+        prefix_text = self._decode(self.ids[self.prefix_offset:self.read_offset])
+        new_text = self._decode(self.ids[self.prefix_offset:])
+        self.read_offset = len(self.ids)
+        return self._append(new_text[len(prefix_text):])
+
+    def _append(self, delta: str) -> str:
+        if self.matched_stop is not None:
+            return ""
+        before = len(self.text)
+        self.text += delta
+        if self.stop:
+            # a stop string may straddle the previous text and the new delta
+            start = max(0, before - self.max_stop_len + 1)
+            best = None
+            for s in self.stop:
+                pos = self.text.find(s, start)
+                if pos != -1 and (best is None or pos < best[0]):
+                    best = (pos, s)
+            if best is not None:
+                pos, s = best
+                self.matched_stop = s
+                self.text = self.text[:pos + len(s) if self.no_stop_trim else pos]
+                return self._take(len(self.text))
+        return self._take(len(self.text) - self._stop_prefix_holdback())
+
+    def _stop_prefix_holdback(self) -> int:
+        """Length of the longest tail of text that could still grow into a stop string."""
+        for n in range(min(self.max_stop_len - 1, len(self.text)), 0, -1):
+            tail = self.text[-n:]
+            if any(s.startswith(tail) for s in self.stop):
+                return n
+        return 0
+
+    def _take(self, end: int) -> str:
+        """Emit text[sent:end] (never re-emitting)."""
+        end = max(end, self.sent_len)
+        out = self.text[self.sent_len:end]
+        self.sent_len = end
+        return out
+
+    def finish(self) -> str:
+        """At finish: the held-back tail (incomplete characters, stop-prefix candidates)."""
+        out = self.flush()
+        return out + self._take(len(self.text))

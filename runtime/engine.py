@@ -1,0 +1,404 @@
+"""Engine: the public entry point of the runtime. add_request / step / abort, plus a background
+loop so many threads (run_batch, HTTP clients) share one continuously batched model.
+
+    step():  batch = scheduler.schedule()      # who runs, how many tokens each
+             out = runner.forward(batch)        # model + sampling
+             scheduler.commit(batch); processor.process(batch, out)
+             scheduler.finish_step(batch)       # free / cache finished requests
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from typing import Any, Iterator, Optional, Union
+
+import torch
+
+from .config import EngineConfig
+from .errors import EngineStopped, InvalidRequest
+from .model_runner import ModelRunner
+from .output_processor import OutputProcessor
+from .request import Req, ReqOutput
+from .sampling_params import SamplingParams
+from .scheduler import Scheduler
+
+logger = logging.getLogger("sgl_lang.runtime")
+
+_MAX_TOP_LOGPROBS = 20
+
+
+class Engine:
+    def __init__(self, model_path: Optional[str] = None, **flags: Any):
+        self.config = cfg = EngineConfig.from_kwargs(model_path=model_path, **flags)
+        t0 = time.perf_counter()
+        self.device = cfg.resolved_device()
+        self.dtype = cfg.resolved_dtype()
+        if self.device == "cpu" and cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.random_seed)
+        from .models.loader import load_model, load_tokenizer
+        if cfg.model_path is None:
+            from .default_model import default_model_dir
+            self.model_dir = default_model_dir()
+        else:
+            self.model_dir = cfg.model_path
+        self.loaded = load_model(self.model_dir, self.dtype, self.device)
+        self.tokenizer = load_tokenizer(cfg.tokenizer_path or self.model_dir)
+        self.max_context_len = min(cfg.context_length or self.loaded.max_context_len,
+                                   self.loaded.max_context_len)
+        self.eos_token_ids = self._eos_ids()
+        self.runner = ModelRunner(cfg, self.loaded, self.device, self.dtype, self.eos_token_ids)
+        self.scheduler = Scheduler(cfg, self.runner.pool, self.max_context_len)
+        self.processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_context_len)
+        self._grammar = None
+        self._inbox: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
+        self._wakeup = threading.Event()
+        self._stopped = False
+        self._loop_error: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._rid_counter = itertools.count()
+        self.num_steps = 0
+        self.num_generated_tokens = 0
+        self.load_time = time.perf_counter() - t0
+
+    # ---- model facts -----------------------------------------------------------------------
+    def _eos_ids(self) -> tuple[int, ...]:
+        ids = set()
+        gen_eos = getattr(getattr(self.loaded, "generation_config", None), "eos_token_id", None)
+        cfg_eos = getattr(self.loaded.hf_config, "eos_token_id", None)
+        for v in (gen_eos, cfg_eos, self.tokenizer.eos_token_id):
+            if isinstance(v, int):
+                ids.add(v)
+            elif isinstance(v, (list, tuple)):
+                ids.update(int(x) for x in v)
+        return tuple(sorted(ids))
+
+    @property
+    def grammar(self):
+        """The GrammarRegistry, built on first use (it loads the grammar libraries)."""
+        if self._grammar is None:
+            from .grammar.registry import GrammarRegistry
+            special = [i for i in self.tokenizer.all_special_ids if i not in self.eos_token_ids]
+            self._grammar = GrammarRegistry(self.tokenizer, self.loaded.vocab_size,
+                                            stop_token_ids=list(self.eos_token_ids),
+                                            backend=self.config.grammar_backend)
+        return self._grammar
+
+    # ---- requests ------------------------------------------------------------------------------
+    def make_request(self, prompt: Union[str, list[int], None], params: SamplingParams, *,
+                     return_logprob: bool = False, logprob_start_len: Optional[int] = None,
+                     top_logprobs_num: Optional[int] = None, rid: Optional[str] = None,
+                     stream: bool = False) -> Req:
+        """Validate and tokenize one request (raises InvalidRequest / InvalidSamplingParams)."""
+        if isinstance(prompt, str):
+            if prompt == "":
+                raise InvalidRequest("prompt: must not be empty")
+            ids = self.tokenizer.encode(prompt)
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            ids = list(prompt)
+            bad = [t for t in ids if not 0 <= t < self.loaded.vocab_size]
+            if bad:
+                raise InvalidRequest(f"input_ids: token ids must be in [0, {self.loaded.vocab_size}), got {bad[:5]}")
+        else:
+            raise InvalidRequest(f"prompt: expected a string or a list of token ids, got {type(prompt).__name__}")
+        if not ids:
+            raise InvalidRequest("prompt: tokenizes to zero tokens")
+        if len(ids) >= self.max_context_len:
+            raise InvalidRequest(f"prompt: {len(ids)} tokens does not fit the context window of "
+                                 f"{self.max_context_len} tokens (one token must be left to generate)")
+        start = -1 if logprob_start_len is None else logprob_start_len
+        if not isinstance(start, int) or isinstance(start, bool) or start < -1 or start >= len(ids):
+            raise InvalidRequest(f"logprob_start_len: must be -1 or in [0, {len(ids) - 1}] for this "
+                                 f"{len(ids)}-token prompt, got {logprob_start_len!r}")
+        k = top_logprobs_num or 0
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= _MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"top_logprobs_num: must be in [0, {_MAX_TOP_LOGPROBS}], got {top_logprobs_num!r}")
+        if start >= 0:
+            return_logprob = True
+        req = Req(rid=rid or uuid.uuid4().hex, prompt_ids=ids, params=params,
+                  return_logprob=bool(return_logprob), logprob_start_len=start if return_logprob else -1,
+                  top_logprobs_num=k, stream=stream)
+        req.detok = self.processor.new_detokenizer(req)
+        spec = params.grammar_spec
+        if spec is not None:
+            req.grammar_future = self.grammar.compile_async(*spec)
+        return req
+
+    def add_request(self, req: Req) -> None:
+        """Queue a request (thread-safe); outputs arrive through req.on_output."""
+        if self._loop_error is not None or self._stopped:
+            raise EngineStopped(f"engine is not running: {self._loop_error!r}")
+        self._inbox.put(("add", req))
+        self._ensure_loop()
+        self._wakeup.set()
+
+    def abort(self, rid: str) -> None:
+        self._inbox.put(("abort", rid))
+        self._wakeup.set()
+
+    # ---- the step ------------------------------------------------------------------------------
+    def step(self) -> list[Req]:
+        """One scheduling step; returns the requests that finished in it."""
+        self._drain_inbox()
+        self._resolve_grammars()
+        batch = self.scheduler.schedule()
+        if batch is None:
+            return []
+        out = self.runner.forward(batch)
+        self.scheduler.commit(batch)
+        self.processor.process(batch, out)
+        self.num_steps += 1
+        self.num_generated_tokens += sum(t is not None for t in out.next_token_ids)
+        return self.scheduler.finish_step(batch)
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                kind, arg = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "add":
+                self.scheduler.add(arg)
+            elif kind == "abort":
+                req = self.scheduler.abort(arg)
+                if req is not None:
+                    self.processor.emit(req)
+            elif kind == "call":
+                fn, box, done = arg
+                try:
+                    box.append(fn())
+                except BaseException as e:  # handed back to the calling thread
+                    box.append(e)
+                done.set()
+
+    def _resolve_grammars(self) -> None:
+        for req in list(self.scheduler.waiting):
+            fut = req.grammar_future
+            if fut is None or req.grammar is not None or not fut.done():
+                continue
+            try:
+                req.grammar = fut.result().new_matcher()
+            except Exception as e:
+                self.scheduler.waiting.remove(req)
+                req.error = f"grammar compile failed: {e}"
+                req.finish({"type": "abort", "message": req.error})
+                self.processor.emit(req)
+            else:
+                req.grammar_future = None
+
+    # ---- background loop -------------------------------------------------------------------------
+    def _ensure_loop(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="sgl-engine", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopped:
+                self.step()
+                if not self.scheduler.has_work() and self._inbox.empty():
+                    self._wakeup.wait(timeout=0.5)
+                    self._wakeup.clear()
+        except BaseException as e:
+            logger.exception("engine loop died")
+            self._loop_error = e
+            self._fail_all(f"engine loop died: {e!r}")
+
+    def _fail_all(self, message: str) -> None:
+        for req in list(self.scheduler.waiting) + list(self.scheduler.running):
+            req.error = message
+            req.finish({"type": "abort", "message": message})
+            if req.on_output:
+                req.on_output(self.processor.build_output(req))
+        while True:
+            try:
+                kind, arg = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "add":
+                arg.error = message
+                arg.finish({"type": "abort", "message": message})
+                arg.on_output and arg.on_output(self.processor.build_output(arg))
+            elif kind == "call":
+                arg[1].append(EngineStopped(message))
+                arg[2].set()
+
+    def call_in_loop(self, fn):
+        """Run fn() on the engine thread between steps and return its result."""
+        if self._thread is None:
+            return fn()
+        box: list = []
+        done = threading.Event()
+        self._inbox.put(("call", (fn, box, done)))
+        self._wakeup.set()
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._fail_all("engine shut down")
+        if self._grammar is not None:
+            self._grammar.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    # ---- convenience API -------------------------------------------------------------------------
+    def generate(self, prompt: Union[str, list, None] = None, sampling_params: Union[dict, list, None] = None, *,
+                 input_ids: Optional[list] = None, return_logprob: Union[bool, list] = False,
+                 logprob_start_len: Union[int, list, None] = None, top_logprobs_num: Union[int, list, None] = None,
+                 stream: bool = False):
+        """SGLang-style generate. A single prompt gives one dict {text, output_ids, meta_info}; a list
+        of prompts gives a list of dicts; stream=True gives an iterator of cumulative dicts."""
+        reqs = self._build(prompt, sampling_params, input_ids, return_logprob, logprob_start_len,
+                           top_logprobs_num, stream)
+        single = not isinstance(reqs, list)
+        if stream:
+            if not single:
+                raise InvalidRequest("stream=True takes a single prompt")
+            return self._stream(reqs)
+        results = self._wait_all([reqs] if single else reqs)
+        return results[0] if single else results
+
+    async def async_generate(self, prompt=None, sampling_params=None, **kw):
+        """Awaitable generate (or an async iterator when stream=True)."""
+        import asyncio
+        stream = kw.pop("stream", False)
+        loop = asyncio.get_running_loop()
+        reqs = self._build(prompt, sampling_params, kw.pop("input_ids", None), kw.pop("return_logprob", False),
+                           kw.pop("logprob_start_len", None), kw.pop("top_logprobs_num", None), stream)
+        if kw:
+            raise InvalidRequest(f"unknown argument(s) {sorted(kw)}")
+        if stream:
+            return self._astream(reqs, loop)
+        lst = [reqs] if not isinstance(reqs, list) else reqs
+        futs = []
+        for req in lst:
+            fut = loop.create_future()
+            def on_output(o: ReqOutput, fut=fut):
+                if o.finished:
+                    loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(o))
+            req.on_output = on_output
+            futs.append(fut)
+            self.add_request(req)
+        outs = [self._to_dict(await f) for f in futs]
+        return outs if isinstance(reqs, list) else outs[0]
+
+    async def _astream(self, req: Req, loop):
+        import asyncio
+        q: asyncio.Queue = asyncio.Queue()
+        req.on_output = lambda o: loop.call_soon_threadsafe(q.put_nowait, o)
+        self.add_request(req)
+        try:
+            while True:
+                o = await q.get()
+                yield self._to_dict(o)
+                if o.finished:
+                    return
+        finally:
+            if not req.is_finished:
+                self.abort(req.rid)
+
+    def _build(self, prompt, sampling_params, input_ids, return_logprob, logprob_start_len,
+               top_logprobs_num, stream):
+        if (prompt is None) == (input_ids is None):
+            raise InvalidRequest("give exactly one of prompt (text) or input_ids")
+        src = prompt if prompt is not None else input_ids
+        batch = isinstance(src, list) and bool(src) and (isinstance(src[0], (list, str)))
+        items = src if batch else [src]
+        if batch and not items:
+            raise InvalidRequest("prompt: empty batch")
+
+        def pick(v, i):
+            return v[i] if isinstance(v, list) else v
+
+        reqs = []
+        for i, item in enumerate(items):
+            sp = pick(sampling_params, i) if isinstance(sampling_params, list) else sampling_params
+            params = sp if isinstance(sp, SamplingParams) else SamplingParams.from_dict(sp)
+            reqs.append(self.make_request(item, params, return_logprob=bool(pick(return_logprob, i)),
+                                          logprob_start_len=pick(logprob_start_len, i),
+                                          top_logprobs_num=pick(top_logprobs_num, i), stream=stream))
+        return reqs if batch else reqs[0]
+
+    def _wait_all(self, reqs: list[Req]) -> list[dict]:
+        results: list[Optional[ReqOutput]] = [None] * len(reqs)
+        done = threading.Event()
+        remaining = [len(reqs)]
+        lock = threading.Lock()
+        for i, req in enumerate(reqs):
+            def on_output(o: ReqOutput, i=i):
+                if o.finished:
+                    results[i] = o
+                    with lock:
+                        remaining[0] -= 1
+                        if remaining[0] == 0:
+                            done.set()
+            req.on_output = on_output
+        for req in reqs:
+            self.add_request(req)
+        done.wait()
+        return [self._to_dict(o) for o in results]
+
+    def _stream(self, req: Req) -> Iterator[dict]:
+        q: "queue.SimpleQueue[ReqOutput]" = queue.SimpleQueue()
+        req.on_output = q.put
+        self.add_request(req)
+        try:
+            while True:
+                o = q.get()
+                yield self._to_dict(o)
+                if o.finished:
+                    return
+        finally:
+            if not req.is_finished:
+                self.abort(req.rid)
+
+    @staticmethod
+    def _to_dict(o: ReqOutput) -> dict:
+        d = {"text": o.text, "output_ids": o.output_ids, "meta_info": o.meta_info}
+        if o.error:
+            d["error"] = o.error
+        return d
+
+    # ---- cache & stats ---------------------------------------------------------------------------
+    def flush_cache(self) -> bool:
+        return self.call_in_loop(self.scheduler.flush_cache)
+
+    def get_stats(self) -> dict:
+        def read():
+            s = self.scheduler
+            return {
+                "num_running_reqs": len(s.running),
+                "num_waiting_reqs": len(s.waiting),
+                "kv_pool_total": self.runner.pool.num_slots,
+                "kv_pool_free": self.runner.pool.num_free,
+                "kv_pool_usage": 1 - self.runner.pool.num_free / self.runner.pool.num_slots,
+                "cached_tokens": s.cache.total_size(),
+                "evictable_tokens": s.cache.evictable_size,
+                "prompt_tokens_total": s.num_prompt_tokens,
+                "cached_prompt_tokens_total": s.num_cached_prompt_tokens,
+                "cache_hit_rate": s.num_cached_prompt_tokens / max(1, s.num_prompt_tokens),
+                "num_retractions": s.num_retractions,
+                "num_steps": self.num_steps,
+                "num_generated_tokens": self.num_generated_tokens,
+            }
+        return self.call_in_loop(read)
+
+    def check_integrity(self) -> None:
+        self.call_in_loop(self.scheduler.check_integrity)

@@ -1,0 +1,108 @@
+"""OutputProcessor: applies one step's model results to the requests (tokens, logprobs, stop
+checks, detokenization) and builds the outputs handed back to callers."""
+from __future__ import annotations
+
+import time
+
+from .detokenizer import IncrementalDetokenizer
+from .model_runner import RunnerOutput
+from .request import Req, ReqOutput
+from .scheduler import ScheduledBatch
+
+
+class OutputProcessor:
+    def __init__(self, tokenizer, eos_token_ids: tuple[int, ...], max_context_len: int):
+        self.tokenizer = tokenizer
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self.max_context_len = max_context_len
+
+    def new_detokenizer(self, req: Req) -> IncrementalDetokenizer:
+        p = req.params
+        return IncrementalDetokenizer(self.tokenizer, p.skip_special_tokens, p.stop, p.no_stop_trim)
+
+    def process(self, batch: ScheduledBatch, out: RunnerOutput) -> None:
+        for i, req in enumerate(batch.reqs):
+            if req.is_finished:
+                continue
+            if out.input_logprobs and out.input_logprobs[i]:
+                if not req.input_token_logprobs:
+                    start = req.logprob_start_len
+                    req.input_token_logprobs.append((None, req.prompt_ids[start]))
+                    req.input_top_logprobs.append(None)
+                req.input_token_logprobs.extend(out.input_logprobs[i])
+                req.input_top_logprobs.extend(out.input_top_logprobs[i] or [None] * len(out.input_logprobs[i]))
+            elif req.logprob_start_len == len(req.prompt_ids) - 1 and not req.input_token_logprobs \
+                    and req.kv_len >= len(req.prompt_ids):
+                req.input_token_logprobs.append((None, req.prompt_ids[-1]))
+                req.input_top_logprobs.append(None)
+            token = out.next_token_ids[i]
+            if token is None:
+                if req.num_uncomputed == 0:  # prefill-only request (max_new_tokens == 0) is done
+                    req.finish({"type": "length", "length": 0})
+                    self.emit(req)
+                continue
+            self._append_token(req, token, out.next_token_logprobs[i], out.next_top_logprobs[i])
+            if req.stream or req.is_finished:
+                self.emit(req)
+
+    def _append_token(self, req: Req, token: int, logprob, top) -> None:
+        if req.first_token_at is None:
+            req.first_token_at = time.perf_counter()
+        req.output_ids.append(token)
+        if req.return_logprob:
+            req.output_token_logprobs.append((logprob, token))
+            req.output_top_logprobs.append(top)
+        p = req.params
+        if req.grammar is not None and not req.grammar.accept_token(token):
+            req.error = f"grammar rejected token {token}"
+            req.finish({"type": "abort", "message": req.error})
+            return
+        if token in p.stop_token_ids:
+            req.finish({"type": "stop", "matched": token})
+        elif not p.ignore_eos and token in self.eos_token_ids:
+            req.finish({"type": "stop", "matched": token})
+        else:
+            req.detok.add_token(token)
+            if req.detok.matched_stop is not None:
+                req.finish({"type": "stop", "matched": req.detok.matched_stop})
+            elif req.grammar is not None and req.grammar.is_terminated():
+                req.finish({"type": "stop", "matched": None})
+        if not req.is_finished:
+            if len(req.output_ids) >= p.max_new_tokens:
+                req.finish({"type": "length", "length": p.max_new_tokens})
+            elif req.seq_len >= self.max_context_len:
+                req.finish({"type": "length", "length": len(req.output_ids)})
+
+    def emit(self, req: Req) -> None:
+        if req.is_finished:
+            req.detok.finish()
+        if req.on_output is not None:
+            req.on_output(self.build_output(req))
+
+    def build_output(self, req: Req) -> ReqOutput:
+        text = req.detok.text[:req.detok.sent_len] if not req.is_finished else req.detok.text
+        meta = {
+            "id": req.rid,
+            "finish_reason": req.finish_reason,
+            "prompt_tokens": len(req.prompt_ids),
+            "completion_tokens": len(req.output_ids),
+            "cached_tokens": req.cached_len,
+            "num_retractions": req.num_retractions,
+        }
+        if req.is_finished:
+            meta["e2e_latency"] = req.finished_at - req.created_at
+        if req.first_token_at is not None:
+            meta["ttft"] = req.first_token_at - req.created_at
+        if req.return_logprob:
+            dec = self._token_text
+            meta["input_token_logprobs"] = [(lp, t, dec(t)) for lp, t in req.input_token_logprobs]
+            meta["output_token_logprobs"] = [(lp, t, dec(t)) for lp, t in req.output_token_logprobs]
+            if req.top_logprobs_num > 0:
+                meta["input_top_logprobs"] = [None if x is None else [(lp, t, dec(t)) for lp, t in x]
+                                              for x in req.input_top_logprobs]
+                meta["output_top_logprobs"] = [None if x is None else [(lp, t, dec(t)) for lp, t in x]
+                                               for x in req.output_top_logprobs]
+        return ReqOutput(req.rid, text, list(req.output_ids), meta, req.is_finished, req.error)
+
+    def _token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token])

@@ -1,0 +1,249 @@
+"""Scheduler: admission, chunked prefill, KV slot accounting, retract and abort.
+
+It decides which requests run in the next step and how many tokens each one extends; it owns the
+waiting queue, the running list, and the bookkeeping of KV slots between the KVPool (memory) and
+the RadixCache (indices). It never runs the model and never reads logits.
+
+Each step builds one batch that mixes decode requests (1 new token each) with prefill chunks
+(up to the chunked-prefill token budget), so long prompts never stall running decodes.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .config import EngineConfig
+from .mem.kv_pool import KVPool
+from .mem.radix_cache import RadixCache
+from .request import Req, ReqStatus
+
+_LPM_MAX_QUEUE = 128  # beyond this many waiting requests, prefix matching for ordering costs too much
+
+
+@dataclass
+class ScheduledBatch:
+    reqs: list[Req]  # in batch order; req.extend_len says how many tokens each one adds
+    out_slots: list[torch.Tensor]  # per req: KV slots of its new tokens, [extend_len] int64
+    prefix_lens: list[int]  # per req: kv_len before this step
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(r.extend_len for r in self.reqs)
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, pool: KVPool, max_context_len: int):
+        self.config = config
+        self.pool = pool
+        self.cache = RadixCache(disable=config.disable_radix_cache)
+        self.max_context_len = max_context_len
+        self.waiting: collections.deque[Req] = collections.deque()
+        self.running: list[Req] = []
+        self.num_retractions = 0
+        # statistics
+        self.num_prompt_tokens = 0
+        self.num_cached_prompt_tokens = 0
+
+    # ---- queue management -------------------------------------------------------------
+    def add(self, req: Req) -> None:
+        self.waiting.append(req)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def abort(self, rid: str) -> Optional[Req]:
+        """Remove a waiting or running request, free its slots; returns it (finished) or None."""
+        for req in self.waiting:
+            if req.rid == rid:
+                self.waiting.remove(req)
+                self._release(req, cache=False)
+                req.finish({"type": "abort", "message": "aborted"})
+                return req
+        for req in self.running:
+            if req.rid == rid:
+                self.running.remove(req)
+                self._release(req)
+                req.finish({"type": "abort", "message": "aborted"})
+                return req
+        return None
+
+    # ---- the step -----------------------------------------------------------------------
+    def schedule(self) -> Optional[ScheduledBatch]:
+        reqs, slots, prefix_lens = [], [], []
+        budget = self.config.chunk_size
+
+        def take(req: Req, n: int) -> bool:
+            got = self._alloc(n)
+            if got is None:
+                return False
+            req.extend_len = n
+            prefix_lens.append(req.kv_len)
+            reqs.append(req)
+            slots.append(got)
+            return True
+
+        # 1. running requests: decodes first (1 token each), then unfinished prefill chunks
+        decodes = [r for r in self.running if r.num_uncomputed == 1]
+        prefills = [r for r in self.running if r.num_uncomputed > 1]
+        for req in decodes:
+            if req.status is not ReqStatus.RUNNING:
+                continue  # retracted a moment ago to make room
+            while not take(req, 1):
+                if not self._retract_one(scheduled=reqs, current=req):
+                    raise RuntimeError("KV pool too small for a single decode step")
+        for req in prefills:
+            if req.status is not ReqStatus.RUNNING:
+                continue
+            n = min(req.num_uncomputed, budget)
+            if n <= 0 or not take(req, n):
+                continue
+            budget -= n
+
+        # 2. admit waiting requests, longest cached prefix first
+        for req in self._admission_order():
+            if len(self.running) >= self.config.max_running_requests or budget <= 0:
+                break
+            if req.grammar_future is not None and not req.grammar_future.done():
+                continue  # grammar still compiling off the critical path
+            self._match(req)
+            n = min(req.num_uncomputed, budget)
+            reserve = len(self.running)  # keep one slot per running decode for the next step
+            if self.pool.num_free + self.cache.evictable_size < n + reserve or not take(req, n):
+                self._unmatch(req)
+                break
+            budget -= n
+            self.waiting.remove(req)
+            req.status = ReqStatus.RUNNING
+            self.running.append(req)
+            if req.num_retractions == 0:
+                self.num_prompt_tokens += len(req.prompt_ids)
+                self.num_cached_prompt_tokens += req.cached_len
+
+        if not reqs:
+            return None
+        return ScheduledBatch(reqs, slots, prefix_lens)
+
+    def commit(self, batch: ScheduledBatch) -> None:
+        """After the forward: the new tokens now have KV in their slots."""
+        for req, got in zip(batch.reqs, batch.out_slots):
+            req.kv_indices = torch.cat([req.kv_indices, got])
+            req.kv_len += req.extend_len
+            req.extend_len = 0
+
+    def finish_step(self, batch: ScheduledBatch) -> list[Req]:
+        """Release finished requests, share finished prefill chunks; returns the finished ones."""
+        done = []
+        for req in batch.reqs:
+            if req.is_finished:
+                if req in self.running:
+                    self.running.remove(req)
+                self._release(req)
+                req.status = ReqStatus.FINISHED
+                done.append(req)
+            elif req.num_uncomputed > 1 and req.kv_len > req.locked_len:
+                self._cache_unfinished(req)  # a chunk finished: let others share it now
+        return done
+
+    # ---- KV bookkeeping -------------------------------------------------------------------
+    def _alloc(self, n: int) -> Optional[torch.Tensor]:
+        got = self.pool.alloc(n)
+        if got is None and self.cache.evictable_size > 0:
+            self.pool.free(self.cache.evict(n - self.pool.num_free))
+            got = self.pool.alloc(n)
+        return got
+
+    def _match_cap(self, req: Req) -> int:
+        cap = req.seq_len - 1  # at least one token must be computed to get logits
+        if req.logprob_start_len >= 0:
+            cap = min(cap, req.logprob_start_len)  # input logprobs need those positions computed
+        return max(cap, 0)
+
+    def _match(self, req: Req) -> None:
+        m = self.cache.match_prefix(req.fill_ids[:self._match_cap(req)])
+        req.kv_indices = m.indices.clone()
+        req.kv_len = req.locked_len = len(m.indices)
+        if req.num_retractions == 0:
+            req.cached_len = req.kv_len
+        req.last_node = m.last_node
+        self.cache.inc_lock(m.last_node)
+
+    def _unmatch(self, req: Req) -> None:
+        self.cache.dec_lock(req.last_node)
+        req.last_node = None
+        req.kv_indices = torch.empty(0, dtype=torch.int64)
+        req.kv_len = req.locked_len = 0
+
+    def _cache_unfinished(self, req: Req) -> None:
+        """Hand req's computed KV to the tree; keep it locked for req."""
+        if self.cache.disable:
+            return
+        ids = req.fill_ids[:req.kv_len]
+        num_dup = self.cache.insert(ids, req.kv_indices[:req.kv_len])
+        if num_dup > req.locked_len:
+            self.pool.free(req.kv_indices[req.locked_len:num_dup])
+        m = self.cache.match_prefix(ids)
+        assert len(m.indices) == req.kv_len, "radix cache lost tokens just inserted"
+        self.cache.inc_lock(m.last_node)
+        self.cache.dec_lock(req.last_node)
+        req.kv_indices = m.indices.clone()
+        req.last_node = m.last_node
+        req.locked_len = req.kv_len
+
+    def _release(self, req: Req, cache: bool = True) -> None:
+        """Give req's slots back: computed KV goes to the tree (or the pool), the lock is dropped."""
+        if req.last_node is None:
+            return
+        owned = req.kv_indices[req.locked_len:req.kv_len]
+        if cache and not self.cache.disable and req.kv_len > 0:
+            num_dup = self.cache.insert(req.fill_ids[:req.kv_len], req.kv_indices[:req.kv_len])
+            if num_dup > req.locked_len:
+                self.pool.free(req.kv_indices[req.locked_len:num_dup])
+        else:
+            self.pool.free(owned)
+        self.cache.dec_lock(req.last_node)
+        req.last_node = None
+        req.kv_indices = torch.empty(0, dtype=torch.int64)
+        req.kv_len = req.locked_len = 0
+
+    def _retract_one(self, scheduled: list[Req], current: Req) -> bool:
+        """Preempt the most recently admitted running request not yet in this step's batch;
+        its KV stays in the cache (evictable), so re-admission usually recomputes little."""
+        for req in reversed(self.running):
+            if req is not current and not any(req is r for r in scheduled):
+                self.running.remove(req)
+                self._release(req)
+                req.status = ReqStatus.WAITING
+                req.num_retractions += 1
+                self.num_retractions += 1
+                self.waiting.appendleft(req)
+                return True
+        return False
+
+    def _admission_order(self) -> list[Req]:
+        if self.config.schedule_policy == "fcfs" or len(self.waiting) > _LPM_MAX_QUEUE \
+                or self.cache.disable:
+            return list(self.waiting)
+        scored = []
+        for i, req in enumerate(self.waiting):
+            # retracted requests go first: they already waited
+            m = self.cache.match_prefix(req.fill_ids[:self._match_cap(req)])
+            scored.append((-(req.num_retractions > 0), -len(m.indices), i, req))
+        scored.sort(key=lambda t: t[:3])
+        return [t[3] for t in scored]
+
+    # ---- cache control & stats ----------------------------------------------------------------
+    def flush_cache(self) -> bool:
+        if self.running or self.waiting:
+            return False
+        self.pool.free(self.cache.reset())
+        return True
+
+    def num_in_use(self) -> int:
+        """Slots owned by running requests and not (yet) by the tree."""
+        return sum(r.kv_len - r.locked_len for r in self.running)
+
+    def check_integrity(self) -> None:
+        self.cache.check_integrity(self.pool.num_free, self.num_in_use(), self.pool.num_slots)
