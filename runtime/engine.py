@@ -83,8 +83,10 @@ class Engine:
     def grammar(self):
         """The GrammarRegistry, built on first use (it loads the grammar libraries)."""
         if self._grammar is None:
+            if self.config.grammar_backend == "none":
+                raise InvalidRequest("constrained decoding (regex / json_schema / ebnf) is disabled: "
+                                     "the engine runs with grammar_backend='none'")
             from .grammar.registry import GrammarRegistry
-            special = [i for i in self.tokenizer.all_special_ids if i not in self.eos_token_ids]
             self._grammar = GrammarRegistry(self.tokenizer, self.loaded.vocab_size,
                                             stop_token_ids=list(self.eos_token_ids),
                                             backend=self.config.grammar_backend)
@@ -112,6 +114,9 @@ class Engine:
         if len(ids) >= self.max_context_len:
             raise InvalidRequest(f"prompt: {len(ids)} tokens does not fit the context window of "
                                  f"{self.max_context_len} tokens (one token must be left to generate)")
+        if len(ids) + 1 > self.runner.pool.num_slots:
+            raise InvalidRequest(f"prompt: {len(ids)} tokens does not fit the KV pool of "
+                                 f"{self.runner.pool.num_slots} slots")
         start = -1 if logprob_start_len is None else logprob_start_len
         if not isinstance(start, int) or isinstance(start, bool) or start < -1 or start >= len(ids):
             raise InvalidRequest(f"logprob_start_len: must be -1 or in [0, {len(ids) - 1}] for this "
@@ -127,7 +132,11 @@ class Engine:
         req.detok = self.processor.new_detokenizer(req)
         spec = params.grammar_spec
         if spec is not None:
-            req.grammar_future = self.grammar.compile_async(*spec)
+            from .grammar import GrammarError
+            try:
+                req.grammar_future = self.grammar.compile_async(*spec)
+            except GrammarError as e:
+                raise InvalidRequest(f"sampling_params.{spec[0]}: {e}") from e
         return req
 
     def add_request(self, req: Req) -> None:
@@ -148,6 +157,8 @@ class Engine:
         self._drain_inbox()
         self._resolve_grammars()
         batch = self.scheduler.schedule()
+        while self.scheduler.dropped:
+            self.processor.emit(self.scheduler.dropped.pop())
         if batch is None:
             return []
         out = self.runner.forward(batch)
@@ -250,7 +261,7 @@ class Engine:
             self._thread.join(timeout=10)
         self._fail_all("engine shut down")
         if self._grammar is not None:
-            self._grammar.shutdown()
+            self._grammar.close()
 
     def __enter__(self):
         return self

@@ -16,6 +16,7 @@ from .layers.attention import get_attention_backend
 from .mem.kv_pool import KVPool
 from .models.loader import LoadedModel
 from .request import Req
+from .penalties import apply_penalties, count_tokens
 from .sampler import SamplingBatchInfo, sample, top_logprobs
 from .scheduler import ScheduledBatch
 
@@ -150,20 +151,15 @@ class ModelRunner:
             steps=[len(r.output_ids) for r in reqs], vocab_mask=bitmask,
         )
         if info.need_penalties:
-            counts = torch.zeros(bs, logits.shape[-1], dtype=torch.int32, device=logits.device)
-            for j, req in enumerate(reqs):
-                if req.output_ids:
-                    t = torch.tensor(req.output_ids, dtype=torch.int64, device=logits.device)
-                    counts[j].scatter_add_(0, t, torch.ones_like(t, dtype=torch.int32))
-            from .penalties import apply_penalties
+            counts = count_tokens([r.output_ids for r in reqs], logits.shape[-1], logits.device)
             logits = apply_penalties(logits, counts, info)
-        out = sample(logits, info)
+        k = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0)
+        out = sample(logits, info, return_full_logprobs=k > 0)
         toks = out.next_token_ids.tolist()
         lps = out.logprobs.tolist()
         tops: list[Optional[list]] = [None] * bs
-        k = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0)
         if k > 0:
-            vals, idx = top_logprobs(torch.log_softmax(logits.float(), dim=-1), k)
+            vals, idx = top_logprobs(out.full_logprobs, k)  # after penalties and grammar mask
             vals, idx = vals.tolist(), idx.tolist()
             for j, req in enumerate(reqs):
                 if req.return_logprob and req.top_logprobs_num > 0:

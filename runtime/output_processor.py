@@ -54,7 +54,7 @@ class OutputProcessor:
             req.output_top_logprobs.append(top)
         p = req.params
         if req.grammar is not None and not req.grammar.accept_token(token):
-            req.error = f"grammar rejected token {token}"
+            req.error = req.grammar.error() or f"grammar rejected sampled token {token}"
             req.finish({"type": "abort", "message": req.error})
             return
         if token in p.stop_token_ids:

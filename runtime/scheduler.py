@@ -43,6 +43,7 @@ class Scheduler:
         self.waiting: collections.deque[Req] = collections.deque()
         self.running: list[Req] = []
         self.num_retractions = 0
+        self.dropped: list[Req] = []  # finished outside a batch (pool too small); the engine emits them
         # statistics
         self.num_prompt_tokens = 0
         self.num_cached_prompt_tokens = 0
@@ -92,8 +93,17 @@ class Scheduler:
             if req.status is not ReqStatus.RUNNING:
                 continue  # retracted a moment ago to make room
             while not take(req, 1):
-                if not self._retract_one(scheduled=reqs, current=req):
-                    raise RuntimeError("KV pool too small for a single decode step")
+                if self._retract_one(scheduled=reqs, current=req):
+                    continue
+                if len(self.running) == 1:  # alone and still no room: the pool is too small
+                    self.running.remove(req)
+                    self._release(req)
+                    req.finish({"type": "length", "length": len(req.output_ids),
+                                "message": f"KV pool ({self.pool.num_slots} slots) is full"})
+                    self.dropped.append(req)
+                    break
+                self._retract(req)  # everyone else already runs this step: wait for the next
+                break
         for req in prefills:
             if req.status is not ReqStatus.RUNNING:
                 continue
@@ -106,8 +116,8 @@ class Scheduler:
         for req in self._admission_order():
             if len(self.running) >= self.config.max_running_requests or budget <= 0:
                 break
-            if req.grammar_future is not None and not req.grammar_future.done():
-                continue  # grammar still compiling off the critical path
+            if req.grammar_future is not None:
+                continue  # grammar still compiling off the critical path (the engine resolves it)
             self._match(req)
             n = min(req.num_uncomputed, budget)
             reserve = len(self.running)  # keep one slot per running decode for the next step
@@ -213,14 +223,17 @@ class Scheduler:
         its KV stays in the cache (evictable), so re-admission usually recomputes little."""
         for req in reversed(self.running):
             if req is not current and not any(req is r for r in scheduled):
-                self.running.remove(req)
-                self._release(req)
-                req.status = ReqStatus.WAITING
-                req.num_retractions += 1
-                self.num_retractions += 1
-                self.waiting.appendleft(req)
+                self._retract(req)
                 return True
         return False
+
+    def _retract(self, req: Req) -> None:
+        self.running.remove(req)
+        self._release(req)
+        req.status = ReqStatus.WAITING
+        req.num_retractions += 1
+        self.num_retractions += 1
+        self.waiting.appendleft(req)
 
     def _admission_order(self) -> list[Req]:
         if self.config.schedule_policy == "fcfs" or len(self.waiting) > _LPM_MAX_QUEUE \

@@ -1,0 +1,63 @@
+"""AttentionBackend: the contract every attention implementation fulfils, and its registry.
+
+Supported names: see ATTENTION_BACKEND_NAMES; `get_attention_backend(name)` imports lazily and
+raises UnknownAttentionBackend listing them.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from ..forward_batch import ForwardBatch
+    from ..mem.kv_pool import KVPool
+
+
+class UnknownAttentionBackend(ValueError):
+    """An attention backend name is not one we provide."""
+
+
+class AttentionBackend(ABC):
+    """Paged causal attention over the KV pool.
+
+    forward(q, k, v, layer_id, fb, kv_pool) -> out
+        q: [T, Hq, D]   k, v: [T, Hkv, D]   (T = fb.num_tokens, Hq % Hkv == 0)
+        out: [T, Hq * D], same dtype as q
+
+    Semantics, in order:
+      1. kv_pool.k_buffer[layer_id][fb.out_cache_loc] = k;  same for v.
+      2. For sequence i, its new tokens are rows [start_i, start_i + extend_lens[i]) of q
+         (start_i = sum of earlier extend_lens). New token j sits at position prefix_lens[i] + j
+         and attends to the keys of its sequence at positions 0 .. prefix_lens[i] + j, read from
+         the pool through fb.req_to_token[i, :seq_lens[i]] (causal; the prefix is already cached).
+      3. Query head h uses KV head h // (Hq // Hkv) (grouped-query attention);
+         scale = 1 / sqrt(D); softmax in at least float32 precision.
+
+    Per-batch bookkeeping (lengths, masks) is computed once per ForwardBatch object, by
+    `init_forward_metadata(fb)` or lazily on the first layer; call it again if a batch's tensors
+    are changed in place.
+    """
+
+    name: str = "abstract"
+
+    def init_forward_metadata(self, fb: "ForwardBatch") -> None:
+        """Precompute what every layer of this forward shares. Default: nothing."""
+
+    @abstractmethod
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
+                fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
+        ...
+
+
+ATTENTION_BACKEND_NAMES = ("torch",)
+
+
+def get_attention_backend(name: str, **kwargs) -> AttentionBackend:
+    """Build an attention backend by name ("auto" picks the best available: torch on CPU)."""
+    if name in ("auto", "torch"):
+        from .torch_attention import TorchAttentionBackend
+        return TorchAttentionBackend(**kwargs)
+    raise UnknownAttentionBackend(f"unknown attention backend {name!r}; supported: "
+                                  f"{ATTENTION_BACKEND_NAMES} (and 'auto')")

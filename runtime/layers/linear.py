@@ -1,0 +1,145 @@
+"""Linear layers shaped for tensor parallelism (tp_size 1 today; the shapes and loaders are ready).
+
+    ColumnParallelLinear        W: [out / tp, in]    each rank computes a slice of the outputs
+    MergedColumnParallelLinear  several column-parallel outputs in one matmul (gate_up)
+    QKVParallelLinear           q, k, v in one matmul; heads split across ranks
+    RowParallelLinear           W: [out, in / tp]    each rank computes a partial sum, all-reduced
+
+Each layer has a `weight_loader(param, loaded, shard_id=None)` that copies this rank's part of a
+checkpoint tensor into the right rows/columns of its weight or bias, so the model loader never
+knows the layout. (It is a method of the module, not an attribute of the parameter, because
+`Module.to` / `to_empty` replace parameter objects.)
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class WeightShapeError(ValueError):
+    """A checkpoint tensor does not fit the parameter it is loaded into."""
+
+
+def _check_copy(dst: torch.Tensor, src: torch.Tensor, what: str) -> None:
+    if dst.shape != src.shape:
+        raise WeightShapeError(f"{what}: expected shape {tuple(dst.shape)}, got {tuple(src.shape)}")
+    dst.copy_(src)
+
+
+class LinearBase(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool, tp_rank: int, tp_size: int):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.tp_rank = tp_rank
+        self.tp_size = tp_size
+        self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class ColumnParallelLinear(LinearBase):
+    """y = x W^T + b with W split by output rows across tp ranks (no gather: callers keep shards)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False,
+                 tp_rank: int = 0, tp_size: int = 1):
+        if out_features % tp_size:
+            raise WeightShapeError(f"out_features {out_features} not divisible by tp_size {tp_size}")
+        super().__init__(in_features, out_features // tp_size, bias, tp_rank, tp_size)
+
+    def weight_loader(self, param, loaded, shard_id=None):
+        rows = param.shape[0]
+        _check_copy(param.data, loaded.narrow(0, self.tp_rank * rows, rows), "column-parallel")
+
+
+class MergedColumnParallelLinear(LinearBase):
+    """Several column-parallel projections of the same input fused into one matmul.
+
+    Output layout: [shard0 (out0/tp) | shard1 (out1/tp) | ...]; shard_id is the index.
+    """
+
+    def __init__(self, in_features: int, output_sizes: Sequence[int], bias: bool = False,
+                 tp_rank: int = 0, tp_size: int = 1):
+        for s in output_sizes:
+            if s % tp_size:
+                raise WeightShapeError(f"output size {s} not divisible by tp_size {tp_size}")
+        self.shard_sizes = [s // tp_size for s in output_sizes]
+        super().__init__(in_features, sum(self.shard_sizes), bias, tp_rank, tp_size)
+
+    def weight_loader(self, param, loaded, shard_id: Optional[int] = None):
+        if shard_id is None:
+            raise WeightShapeError("merged column-parallel weights need a shard_id")
+        size = self.shard_sizes[shard_id]
+        offset = sum(self.shard_sizes[:shard_id])
+        src = loaded.narrow(0, self.tp_rank * size, size)
+        _check_copy(param.data.narrow(0, offset, size), src, f"merged shard {shard_id}")
+
+
+class QKVParallelLinear(LinearBase):
+    """q, k, v projections in one matmul. Output: [q (Hq*D) | k (Hkv*D) | v (Hkv*D)] per rank.
+
+    KV heads are replicated when tp_size > num_kv_heads.
+    """
+
+    def __init__(self, hidden_size: int, head_dim: int, num_heads: int, num_kv_heads: int,
+                 bias: bool = False, tp_rank: int = 0, tp_size: int = 1):
+        if num_heads % tp_size:
+            raise WeightShapeError(f"num_heads {num_heads} not divisible by tp_size {tp_size}")
+        self.head_dim = head_dim
+        self.num_heads = num_heads // tp_size
+        self.num_kv_heads = max(1, num_kv_heads // tp_size)
+        self.kv_replicas = max(1, tp_size // num_kv_heads)
+        out = (self.num_heads + 2 * self.num_kv_heads) * head_dim
+        super().__init__(hidden_size, out, bias, tp_rank, tp_size)
+
+    @property
+    def q_size(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    def weight_loader(self, param, loaded, shard_id: Optional[str] = None):
+        if shard_id == "q":
+            offset, size, rank = 0, self.q_size, self.tp_rank
+        elif shard_id in ("k", "v"):
+            offset = self.q_size + (self.kv_size if shard_id == "v" else 0)
+            size, rank = self.kv_size, self.tp_rank // self.kv_replicas
+        else:
+            raise WeightShapeError(f"qkv shard_id must be 'q', 'k' or 'v', got {shard_id!r}")
+        src = loaded.narrow(0, rank * size, size)
+        _check_copy(param.data.narrow(0, offset, size), src, f"qkv shard {shard_id}")
+
+
+class RowParallelLinear(LinearBase):
+    """y = x W^T + b with W split by input columns; partial sums are all-reduced when tp_size > 1.
+    The bias is added once, after the reduction."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False,
+                 tp_rank: int = 0, tp_size: int = 1):
+        if in_features % tp_size:
+            raise WeightShapeError(f"in_features {in_features} not divisible by tp_size {tp_size}")
+        super().__init__(in_features // tp_size, out_features, bias, tp_rank, tp_size)
+
+    def weight_loader(self, param, loaded, shard_id=None):
+        if param.dim() == 1:  # bias: full on every rank
+            _check_copy(param.data, loaded, "row-parallel bias")
+            return
+        cols = param.shape[1]
+        _check_copy(param.data, loaded.narrow(1, self.tp_rank * cols, cols), "row-parallel")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tp_size == 1:
+            return F.linear(x, self.weight, self.bias)
+        y = F.linear(x, self.weight)
+        torch.distributed.all_reduce(y)
+        return y if self.bias is None else y + self.bias

@@ -1,0 +1,82 @@
+"""Int8 weight-only quantization, applied from outside to a loaded model (opt-in).
+
+CPU decode is memory-bound: every token reads every weight once. Storing weights as int8 with
+one scale per output row halves the bytes read against bf16 (a quarter against fp32):
+
+    W ≈ scale[:, None] * W_q        W_q: [out, in] int8 in [-127, 127], scale: [out] = max|W_row| / 127
+    y = x @ W^T + b  ≈  aten._weight_int8pack_mm(x, W_q, scale) + b    (x: [n, in] bf16/fp16/fp32)
+
+`quantize_int8_weight_only(model)` swaps each linear layer (and the LM head) in place; the
+embedding keeps its float weights, so a tied LM head gets its own int8 copy.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .embedding import ParallelLMHead
+from .linear import LinearBase
+
+
+class QuantizationUnsupported(RuntimeError):
+    """The model or device cannot be quantized this way."""
+
+
+def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [out, in] float -> (int8 [out, in], float32 scale [out]), symmetric per row."""
+    w = weight.float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # [out]
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+class Int8WeightOnlyLinear(nn.Module):
+    """Drop-in for a tp_size-1 linear layer: x [..., in] -> [..., out] in x's dtype."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_float32: bool = False):
+        super().__init__()
+        q, scale = quantize_rows_int8(weight)
+        self.register_buffer("qweight", q)  # [out, in] int8
+        self.register_buffer("scale", scale.to(weight.dtype))  # [out], the activation dtype
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.out_float32 = out_float32
+        self.in_features = weight.shape[1]
+        self.out_features = weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # [n, in]
+        if x2.dtype != self.scale.dtype:
+            x2 = x2.to(self.scale.dtype)
+        y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scale)  # [n, out]
+        if self.bias is not None:
+            y = y + self.bias
+        if self.out_float32:
+            y = y.float()
+        return y.reshape(*lead, self.out_features)
+
+
+def quantize_int8_weight_only(model: nn.Module, include_lm_head: bool = True) -> int:
+    """Replace the model's linear layers (and LM head) with int8 weight-only versions in place.
+
+    Returns the number of layers replaced. Only tensor-parallel size 1 and CPU are supported
+    (the int8 kernel used here is a CPU kernel).
+    """
+    targets = []
+    for name, module in model.named_modules():
+        is_lm_head = isinstance(module, ParallelLMHead)
+        if isinstance(module, LinearBase) or (include_lm_head and is_lm_head):
+            if module.tp_size != 1:
+                raise QuantizationUnsupported(f"{name}: int8 weight-only needs tp_size 1, "
+                                              f"got {module.tp_size}")
+            if module.weight.device.type != "cpu":
+                raise QuantizationUnsupported(f"{name}: int8 weight-only runs on CPU, "
+                                              f"got {module.weight.device}")
+            targets.append((name, module, is_lm_head))
+    for name, module, is_lm_head in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        bias = None if is_lm_head else module.bias
+        with torch.no_grad():
+            setattr(parent, child, Int8WeightOnlyLinear(module.weight, bias, out_float32=is_lm_head))
+    return len(targets)

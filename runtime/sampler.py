@@ -1,0 +1,261 @@
+"""The sampler: next tokens from logits, as pure tensor functions with no device-to-host sync
+(the one host check, in _top_p_threshold, runs only on CPU tensors where it costs nothing).
+
+    logits [bs, V] (after penalties, see penalties.py)
+      -> apply_token_bitmask (grammar rows; masked tokens get -inf)
+      -> logprobs: log_softmax of these logits (temperature 1, before top-k/top-p/min-p)
+      -> greedy rows: argmax
+      -> sampling rows: x = logits / T; drop tokens below the top-k, top-p and min-p thresholds;
+                        argmax(x + gumbel noise)   (Gumbel-max: an exact draw from softmax(x))
+
+Randomness is counter-based: the Gumbel noise of token t in row i is a hash of (noise key of
+row i, t), and a row's noise key is a hash of (request seed, request step). A seeded request
+therefore draws the same tokens on every run, whatever the batch around it, on CPU and CUDA
+alike (the integer hash is exact on both). Unseeded requests get fresh keys from torch's
+default generator when the batch info is built.
+
+Filter semantics (applied to x = logits / T, each keeping ties at its threshold):
+    top-k: keep x >= k-th largest x
+    top-p: on softmax of what top-k kept, in descending order, keep a token if the mass
+           strictly before it is < top_p (the smallest head with mass >= top_p)
+    min-p: keep x >= max(x) + log(min_p), i.e. p >= min_p * p_max
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+
+from .penalties import apply_penalties  # noqa: F401  (re-exported: the sampler's public API)
+from .sampling_params import SamplingParams
+
+_NEG_INF = float("-inf")
+_M32 = 0xFFFFFFFF
+_CPU_TOP_P_CANDIDATES = 1024  # top-p nucleus tried inside this many tokens before a full sort
+
+
+class SampleOutput(NamedTuple):
+    next_token_ids: torch.Tensor  # [bs] int64
+    logprobs: torch.Tensor  # [bs] f32, log-softmax (temperature 1, no top-k/p/min-p) of the token
+    full_logprobs: Optional[torch.Tensor]  # [bs, V] f32 when asked for, else None
+
+
+@dataclass
+class SamplingBatchInfo:
+    """Per-row sampling tensors for one batch, built once per step by `build`."""
+
+    vocab_size: int
+    temperatures: torch.Tensor  # [bs, 1] f32; 1.0 on greedy rows (their samples are unused)
+    top_ps: torch.Tensor  # [bs] f32, 1.0 = off
+    top_ks: torch.Tensor  # [bs] i64, vocab_size = off
+    min_ps: torch.Tensor  # [bs] f32, 0.0 = off
+    is_greedy: torch.Tensor  # [bs] bool
+    frequency_penalties: torch.Tensor  # [bs] f32
+    presence_penalties: torch.Tensor  # [bs] f32
+    repetition_penalties: torch.Tensor  # [bs] f32, 1.0 = off
+    noise_keys: torch.Tensor  # [bs, 2] int32: two hash words of (seed, step)
+    vocab_mask: Optional[torch.Tensor]  # [bs, ceil(V/32)] int32, bit 1 = allowed; None = no grammar
+    is_all_greedy: bool
+    need_top_k: bool  # some sampling row has top-k on
+    need_top_p: bool
+    need_min_p: bool
+    need_penalties: bool
+    max_top_k: int  # largest top-k among sampling rows that use it (0 when none)
+    top_p_needs_full_sort: bool  # a top-p row has no top-k, so its candidates are the whole vocab
+
+    @classmethod
+    def build(cls, params: Sequence[SamplingParams], vocab_size: int,
+              device: torch.device | str = "cpu", steps: Optional[Sequence[int]] = None,
+              vocab_mask: Optional[torch.Tensor] = None) -> "SamplingBatchInfo":
+        """steps[i]: tokens request i has generated so far; required when any request has a
+        seed (its noise must change every step). vocab_mask: packed bitmask rows, all bits set
+        for unconstrained rows (see apply_token_bitmask)."""
+        bs = len(params)
+        if steps is None:
+            if any(p.seed is not None for p in params):
+                raise ValueError("SamplingBatchInfo.build: steps are required when a request has "
+                                 "a seed (the noise must advance every step)")
+            steps = [0] * bs
+        if len(steps) != bs:
+            raise ValueError(f"SamplingBatchInfo.build: expected {bs} steps, got {len(steps)}")
+        fresh = torch.randint(0, 1 << 62, (bs,), dtype=torch.int64).tolist()
+        greedy = [p.is_greedy for p in params]
+        sampling = [p for p, g in zip(params, greedy) if not g]
+        top_ks = [p.top_k if 0 < p.top_k < vocab_size else vocab_size for p in params]
+        keys = [_key_words(p.seed if p.seed is not None else f, s)
+                for p, f, s in zip(params, fresh, steps)]
+
+        def f32(values):
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        need_top_k = any(0 < p.top_k < vocab_size for p in sampling)
+        need_top_p = any(p.top_p < 1.0 for p in sampling)
+        return cls(
+            vocab_size=vocab_size,
+            temperatures=f32([1.0 if g else p.temperature for p, g in zip(params, greedy)])[:, None],
+            top_ps=f32([p.top_p for p in params]),
+            top_ks=torch.tensor(top_ks, dtype=torch.int64, device=device),
+            min_ps=f32([p.min_p for p in params]),
+            is_greedy=torch.tensor(greedy, dtype=torch.bool, device=device),
+            frequency_penalties=f32([p.frequency_penalty for p in params]),
+            presence_penalties=f32([p.presence_penalty for p in params]),
+            repetition_penalties=f32([p.repetition_penalty for p in params]),
+            noise_keys=torch.tensor(keys, dtype=torch.int32, device=device).reshape(bs, 2),
+            vocab_mask=None if vocab_mask is None else vocab_mask.to(device),
+            is_all_greedy=all(greedy),
+            need_top_k=need_top_k,
+            need_top_p=need_top_p,
+            need_min_p=any(p.min_p > 0.0 for p in sampling),
+            need_penalties=any(p.frequency_penalty != 0.0 or p.presence_penalty != 0.0
+                               or p.repetition_penalty != 1.0 for p in params),
+            max_top_k=max((p.top_k for p in sampling if 0 < p.top_k < vocab_size), default=0),
+            top_p_needs_full_sort=any(p.top_p < 1.0 and not 0 < p.top_k < vocab_size
+                                      for p in sampling),
+        )
+
+
+def sample(logits: torch.Tensor, info: SamplingBatchInfo,
+           return_full_logprobs: bool = False) -> SampleOutput:
+    """Next token per row. logits: [bs, V] float (any float dtype; computed in f32)."""
+    if logits.dim() != 2 or logits.shape[0] != info.temperatures.shape[0]:
+        raise ValueError(f"sample: expected logits [{info.temperatures.shape[0]}, V], "
+                         f"got {tuple(logits.shape)}")
+    logits = logits.float()
+    if info.vocab_mask is not None:
+        logits = apply_token_bitmask(logits, info.vocab_mask)
+    next_ids = logits.argmax(dim=-1)  # [bs]
+    if not info.is_all_greedy:
+        next_ids = torch.where(info.is_greedy, next_ids, _sample_rows(logits, info))
+    lse = logits.logsumexp(dim=-1)  # [bs]
+    logprobs = logits.gather(1, next_ids[:, None]).squeeze(1) - lse
+    full = logits - lse[:, None] if return_full_logprobs else None
+    return SampleOutput(next_ids, logprobs, full)
+
+
+def _sample_rows(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+    """Gumbel-max draw for every row (greedy rows included; the caller discards them)."""
+    x = logits / info.temperatures  # [bs, V]
+    if info.need_top_k:
+        # k-th largest value per row; rows with top-k off get -inf (keep everything).
+        top = x.topk(info.max_top_k, dim=-1).values  # [bs, max_top_k], descending
+        k = info.top_ks.clamp(max=info.max_top_k)
+        kth = top.gather(1, (k - 1)[:, None])  # [bs, 1]
+        kth = kth.masked_fill((info.top_ks >= info.vocab_size)[:, None], _NEG_INF)
+        x = x.masked_fill(x < kth, _NEG_INF)
+    if info.need_top_p:
+        x = x.masked_fill(x < _top_p_threshold(x, info), _NEG_INF)
+    if info.need_min_p:
+        floor = x.max(dim=-1, keepdim=True).values + info.min_ps.log()[:, None]  # log 0 = -inf
+        x = x.masked_fill(x < floor, _NEG_INF)
+    token_ids = torch.arange(x.shape[1], dtype=torch.int32, device=x.device)
+    return gumbel_noise(info.noise_keys, token_ids).add_(x).argmax(dim=-1)  # [bs]
+
+
+def _top_p_threshold(x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+    """[bs, 1] smallest value top-p keeps (-inf on rows with top-p off). x: [bs, V], top-k done.
+
+    Needs x in descending order only as far as the nucleus reaches. With top-k on in every
+    top-p row, the top max_top_k values hold every finite x. Otherwise a full sort, except on
+    CPU, where the top _CPU_TOP_P_CANDIDATES values are tried first and kept when their mass
+    reaches top_p in every row (one host check; free on CPU, never done on CUDA).
+    """
+    lse = x.logsumexp(dim=-1, keepdim=True)  # [bs, 1] normaliser over the whole vocabulary
+    top_ps = info.top_ps[:, None]  # [bs, 1]
+    vals = None
+    if not info.top_p_needs_full_sort:
+        vals = x.topk(info.max_top_k, dim=-1).values  # [bs, max_top_k], descending
+    elif x.device.type == "cpu" and x.shape[1] > 2 * _CPU_TOP_P_CANDIDATES:
+        head = x.topk(_CPU_TOP_P_CANDIDATES, dim=-1).values  # [bs, C], descending
+        head_mass = (head - lse).exp().sum(dim=-1, keepdim=True)
+        if bool(((head_mass >= top_ps) | (top_ps >= 1.0)).all()):
+            vals = head
+    if vals is None:
+        vals = x.sort(dim=-1, descending=True).values  # [bs, V]
+    probs = (vals - lse).exp()
+    mass_before = probs.cumsum(dim=-1) - probs  # exclusive cumulative mass
+    num_keep = (mass_before < top_ps).sum(dim=-1, keepdim=True).clamp_(min=1)
+    threshold = vals.gather(1, num_keep - 1)  # [bs, 1]
+    return threshold.masked_fill(top_ps >= 1.0, _NEG_INF)
+
+
+def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
+    """Out-of-place: logits[i, t] stays where bit t of row i is 1, else becomes -inf.
+
+        allowed(i, t) = (bitmask[i, t // 32] >> (t % 32)) & 1
+        Tokens t >= 32 * bitmask.shape[1] (vocab padding beyond the mask) are not allowed.
+
+    logits: [bs, V] float; bitmask: [bs, W] int32 on the same device.
+    """
+    if bitmask.dtype != torch.int32 or bitmask.dim() != 2 or bitmask.shape[0] != logits.shape[0]:
+        raise ValueError(f"apply_token_bitmask: expected int32 bitmask [{logits.shape[0]}, W], "
+                         f"got {bitmask.dtype} {tuple(bitmask.shape)}")
+    if bitmask.device != logits.device:
+        raise ValueError(f"apply_token_bitmask: bitmask on {bitmask.device}, logits on "
+                         f"{logits.device}")
+    bs, vocab = logits.shape
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    bits = (bitmask[:, :, None] >> shifts) & 1  # [bs, W, 32], bit t % 32 of word t // 32
+    allowed = bits.reshape(bs, -1).bool()  # [bs, 32 * W]
+    if allowed.shape[1] >= vocab:
+        allowed = allowed[:, :vocab]
+    else:
+        pad = torch.zeros(bs, vocab - allowed.shape[1], dtype=torch.bool, device=allowed.device)
+        allowed = torch.cat([allowed, pad], dim=1)
+    return logits.masked_fill(~allowed, _NEG_INF)
+
+
+def top_logprobs(logprobs_full: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k most likely tokens per row: (values [n, k] f32, ids [n, k] i64), descending."""
+    k = min(k, logprobs_full.shape[-1])
+    values, ids = logprobs_full.topk(k, dim=-1)
+    return values, ids
+
+
+# Counter-based Gumbel noise.
+
+def gumbel_noise(noise_keys: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise [bs, n] f32 for rows keyed by noise_keys [bs, 2] int32 at
+    token_ids [n] int32. Pure int32 arithmetic (wrapping, like uint32 with logical shifts):
+
+        h = mix32(mix32(t + key0) ^ key1);  u = (h >> 9 + 0.5) / 2**23;  g = -log(-log(u))
+    """
+    h = token_ids[None, :] + noise_keys[:, :1]  # [bs, n]
+    h = _mix32(h)
+    h ^= noise_keys[:, 1:]
+    h = _mix32(h)
+    u = ((h >> 9) & 0x7FFFFF).to(torch.float32).add_(0.5).mul_(2.0 ** -23)  # (0, 1), exact
+    return u.log_().neg_().log_().neg_()
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32-style avalanche on int32 tensors (in place), uint32 semantics."""
+    x ^= (x >> 16) & 0xFFFF
+    x.mul_(0x7FEB352D)
+    x ^= (x >> 15) & 0x1FFFF
+    x.mul_(_as_i32(0x846CA68B))
+    x ^= (x >> 16) & 0xFFFF
+    return x
+
+
+def mix32_ref(x: int) -> int:
+    """Python-int reference of _mix32 on one uint32 value."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    x ^= x >> 16
+    return x
+
+
+def _as_i32(u: int) -> int:
+    return u - (1 << 32) if u >= 1 << 31 else u
+
+
+def _key_words(seed: int, step: int) -> tuple[int, int]:
+    """Two int32 words from (seed, step) via splitmix64, in Python (host side, at build)."""
+    z = (seed * 0x9E3779B97F4A7C15 + step * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) % (1 << 64)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % (1 << 64)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % (1 << 64)
+    z ^= z >> 31
+    return _as_i32(z & _M32), _as_i32(z >> 32)
