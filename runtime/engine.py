@@ -54,7 +54,8 @@ class Engine:
         self.eos_token_ids = self._eos_ids()
         self.runner = ModelRunner(cfg, self.loaded, self.device, self.dtype, self.eos_token_ids)
         self.scheduler = Scheduler(cfg, self.runner.pool, self.max_context_len)
-        self.processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_context_len)
+        self.processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_context_len,
+                                         jump_forward=not cfg.disable_jump_forward)
         self._grammar = None
         self._inbox: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
         self._wakeup = threading.Event()
@@ -408,6 +409,7 @@ class Engine:
                 "num_retractions": s.num_retractions,
                 "num_steps": self.num_steps,
                 "num_generated_tokens": self.num_generated_tokens,
+                "num_jump_forward_tokens": self.processor.num_jump_forward_tokens,
             }
         return self.call_in_loop(read)
 

@@ -11,8 +11,11 @@ from .scheduler import ScheduledBatch
 
 
 class OutputProcessor:
-    def __init__(self, tokenizer, eos_token_ids: tuple[int, ...], max_context_len: int):
+    def __init__(self, tokenizer, eos_token_ids: tuple[int, ...], max_context_len: int,
+                 jump_forward: bool = True):
         self.tokenizer = tokenizer
+        self.jump_forward = jump_forward
+        self.num_jump_forward_tokens = 0
         self.eos_token_ids = frozenset(eos_token_ids)
         self.max_context_len = max_context_len
 
@@ -67,11 +70,30 @@ class OutputProcessor:
                 req.finish({"type": "stop", "matched": req.detok.matched_stop})
             elif req.grammar is not None and req.grammar.is_terminated():
                 req.finish({"type": "stop", "matched": None})
+        if not req.is_finished and self.jump_forward and req.grammar is not None and not req.return_logprob:
+            self._jump_forward(req)
         if not req.is_finished:
             if len(req.output_ids) >= p.max_new_tokens:
                 req.finish({"type": "length", "length": p.max_new_tokens})
             elif req.seq_len >= self.max_context_len:
                 req.finish({"type": "length", "length": len(req.output_ids)})
+
+    def _jump_forward(self, req: Req) -> None:
+        """Append the text the grammar forces next as tokens, without sampling them: the
+        scheduler sees several uncomputed tokens and computes them in one extend step."""
+        forced = req.grammar.jump_forward_string()
+        if not forced:
+            return
+        budget = req.params.max_new_tokens - len(req.output_ids) - 1  # leave room for one sample
+        for token in self.tokenizer.encode(forced, add_special_tokens=False)[:max(budget, 0)]:
+            if not req.grammar.accept_token(token):
+                break  # the grammar wants another split here; sampling continues from this state
+            req.output_ids.append(token)
+            self.num_jump_forward_tokens += 1
+            req.detok.add_token(token)
+            if req.detok.matched_stop is not None:
+                req.finish({"type": "stop", "matched": req.detok.matched_stop})
+                return
 
     def emit(self, req: Req) -> None:
         if req.is_finished:

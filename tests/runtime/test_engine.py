@@ -172,3 +172,40 @@ def test_bad_input_errors(engine_fp32):
         engine_fp32.generate(input_ids=[1, 10**9], sampling_params=GREEDY)
     # the engine still serves afterwards
     assert engine_fp32.generate("hi", {"max_new_tokens": 2})["meta_info"]["completion_tokens"] == 2
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20},
+                   "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                   "job": {"type": "string", "enum": ["engineer", "doctor", "teacher"]}},
+    "required": ["name", "age", "job"], "additionalProperties": False,
+}
+
+
+def test_json_schema_with_jump_forward(engine_fp32, chat):
+    import json
+    p = chat(engine_fp32.tokenizer, "Describe a fictional person as JSON.")
+    before = engine_fp32.get_stats()
+    out = engine_fp32.generate(p, {"json_schema": json.dumps(PERSON_SCHEMA), "max_new_tokens": 60,
+                                   "temperature": 0})
+    after = engine_fp32.get_stats()
+    obj = json.loads(out["text"])
+    assert set(obj) == {"name", "age", "job"} and obj["job"] in PERSON_SCHEMA["properties"]["job"]["enum"]
+    assert 0 <= obj["age"] <= 120
+    jumped = after["num_jump_forward_tokens"] - before["num_jump_forward_tokens"]
+    sampled = after["num_generated_tokens"] - before["num_generated_tokens"]
+    # the keys and punctuation are forced: they are appended without sampling
+    assert jumped >= 5 and jumped + sampled == out["meta_info"]["completion_tokens"]
+
+
+def test_regex_and_grammar_errors(engine_fp32, chat):
+    import re
+    p = chat(engine_fp32.tokenizer, "Give me a date.")
+    out = engine_fp32.generate(p, {"regex": r"20[0-9]{2}-[01][0-9]-[0-3][0-9]", "max_new_tokens": 20,
+                                   "temperature": 0})
+    assert re.fullmatch(r"20[0-9]{2}-[01][0-9]-[0-3][0-9]", out["text"])
+    with pytest.raises(InvalidRequest, match="regex"):
+        engine_fp32.generate(p, {"regex": "([a-z]", "max_new_tokens": 5})
+    with pytest.raises(InvalidRequest, match="json_schema"):
+        engine_fp32.generate(p, {"json_schema": "{not json", "max_new_tokens": 5})
