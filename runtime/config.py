@@ -36,6 +36,7 @@ class EngineConfig:
     grammar_backend: str = "auto"
     disable_jump_forward: bool = False
     attention_backend: str = "auto"
+    quantization: Optional[str] = None  # "int8": weight-only int8 linears (CPU; halves bytes read per token)
     cuda_graph_max_bs: int = 64
     disable_cuda_graph: bool = False
     num_threads: Optional[int] = None  # torch intra-op threads on CPU
@@ -53,6 +54,8 @@ class EngineConfig:
               f"grammar_backend must be one of {GRAMMAR_BACKENDS}, got {self.grammar_backend!r}")
         check(self.attention_backend in ATTENTION_BACKENDS,
               f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
+        check(self.quantization in (None, "int8"),
+              f"quantization must be None or 'int8', got {self.quantization!r}")
         check(self.schedule_policy in SCHEDULE_POLICIES,
               f"schedule_policy must be one of {SCHEDULE_POLICIES}, got {self.schedule_policy!r}")
         check(0.0 < self.mem_fraction_static < 1.0,

@@ -48,6 +48,9 @@ class Engine:
         else:
             self.model_dir = cfg.model_path
         self.loaded = load_model(self.model_dir, self.dtype, self.device)
+        if cfg.quantization == "int8":
+            from .layers.quantization import quantize_int8_weight_only
+            quantize_int8_weight_only(self.loaded.model)
         self.tokenizer = load_tokenizer(cfg.tokenizer_path or self.model_dir)
         self.max_context_len = min(cfg.context_length or self.loaded.max_context_len,
                                    self.loaded.max_context_len)

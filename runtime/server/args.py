@@ -24,6 +24,7 @@ ENGINE_FLAG_HELP = {
     "mem_fraction_static": "GPU: fraction of device memory for weights + KV cache",
     "kv_cache_bytes": "CPU: byte budget of the KV cache",
     "max_total_tokens": "KV pool size in tokens (overrides the memory budget)",
+    "quantization": "int8: weight-only int8 linear layers on CPU (about half the bytes read per token)",
     "max_running_requests": "most requests decoded together in one batch",
     "max_queued_requests": "most requests waiting for admission",
     "chunked_prefill_size": "prefill token budget per step (<= 0 disables chunking)",
@@ -48,6 +49,7 @@ class ServerArgs:
     api_key: Optional[str] = None
     max_request_bytes: int = 16 * 1024 * 1024
     max_concurrent_requests: int = 1024
+    graceful_shutdown_timeout: float = 30.0
     log_level: str = "warning"
 
     def __post_init__(self):
@@ -57,6 +59,8 @@ class ServerArgs:
             raise ConfigError(f"max_request_bytes must be >= 1024, got {self.max_request_bytes}")
         if self.max_concurrent_requests < 1:
             raise ConfigError(f"max_concurrent_requests must be >= 1, got {self.max_concurrent_requests}")
+        if not self.graceful_shutdown_timeout >= 0:
+            raise ConfigError(f"graceful_shutdown_timeout must be >= 0 seconds, got {self.graceful_shutdown_timeout}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
 
@@ -67,6 +71,8 @@ SERVER_FLAG_HELP = {
     "api_key": "require `Authorization: Bearer KEY` on every route except /health",
     "max_request_bytes": "reject request bodies larger than this (HTTP 413)",
     "max_concurrent_requests": "requests in flight at once; more get HTTP 503",
+    "graceful_shutdown_timeout": "on SIGTERM/SIGINT, seconds to let in-flight requests finish before "
+                                 "aborting them (exit code 0 either way)",
     "log_level": f"server and engine log level, one of {LOG_LEVELS}",
 }
 
