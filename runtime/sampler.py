@@ -27,6 +27,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
+from sgl_lang.kernels.bitmask import apply_token_bitmask_inplace
+
 from .penalties import apply_penalties  # noqa: F401  (re-exported: the sampler's public API)
 from .sampling_params import SamplingParams
 
@@ -183,26 +185,13 @@ def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Te
     """Out-of-place: logits[i, t] stays where bit t of row i is 1, else becomes -inf.
 
         allowed(i, t) = (bitmask[i, t // 32] >> (t % 32)) & 1
-        Tokens t >= 32 * bitmask.shape[1] (vocab padding beyond the mask) are not allowed.
 
-    logits: [bs, V] float; bitmask: [bs, W] int32 on the same device.
+    logits: [bs, V] float; bitmask: [bs, ceil(V/32)] int32 on the same device. The work is done
+    by sgl_lang.kernels.bitmask (Triton on CUDA, its torch reference elsewhere).
     """
-    if bitmask.dtype != torch.int32 or bitmask.dim() != 2 or bitmask.shape[0] != logits.shape[0]:
-        raise ValueError(f"apply_token_bitmask: expected int32 bitmask [{logits.shape[0]}, W], "
-                         f"got {bitmask.dtype} {tuple(bitmask.shape)}")
-    if bitmask.device != logits.device:
-        raise ValueError(f"apply_token_bitmask: bitmask on {bitmask.device}, logits on "
-                         f"{logits.device}")
-    bs, vocab = logits.shape
-    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
-    bits = (bitmask[:, :, None] >> shifts) & 1  # [bs, W, 32], bit t % 32 of word t // 32
-    allowed = bits.reshape(bs, -1).bool()  # [bs, 32 * W]
-    if allowed.shape[1] >= vocab:
-        allowed = allowed[:, :vocab]
-    else:
-        pad = torch.zeros(bs, vocab - allowed.shape[1], dtype=torch.bool, device=allowed.device)
-        allowed = torch.cat([allowed, pad], dim=1)
-    return logits.masked_fill(~allowed, _NEG_INF)
+    out = logits.clone()
+    apply_token_bitmask_inplace(out, bitmask)
+    return out
 
 
 def top_logprobs(logprobs_full: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
