@@ -247,8 +247,8 @@ class Engine:
 
     def call_in_loop(self, fn):
         """Run fn() on the engine thread between steps and return its result."""
-        if self._thread is None:
-            return fn()
+        if self._thread is None or not self._thread.is_alive():
+            return fn()  # no loop (yet, or any more): nothing else mutates engine state
         box: list = []
         done = threading.Event()
         self._inbox.put(("call", (fn, box, done)))
