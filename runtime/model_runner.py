@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from .config import EngineConfig
+from .cuda_graph_runner import CudaGraphRunner
 from .forward_batch import ForwardBatch
 from .layers.attention import get_attention_backend
 from .mem.kv_pool import KVPool
@@ -49,6 +50,12 @@ class ModelRunner:
             name = "torch" if self.device.type == "cpu" else "triton"
         self.attn = get_attention_backend(name)
         self.grammar_bitmask: Optional[torch.Tensor] = None
+        self.graph_runner: Optional[CudaGraphRunner] = None
+        if self.device.type == "cuda" and not config.disable_cuda_graph and name == "triton":
+            max_len = min(config.context_length or loaded.max_context_len, loaded.max_context_len)
+            self.graph_runner = CudaGraphRunner(
+                self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
+                max_len + 1, loaded.num_kv_heads, self.device)
 
     def _num_kv_slots(self) -> int:
         cfg, m = self.config, self.loaded
@@ -117,11 +124,16 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, batch: ScheduledBatch) -> RunnerOutput:
         fb, sample_rows, input_rows = self._prepare(batch)
-        hidden = self.model(fb, self.pool, self.attn)  # [num_tokens, hidden]
         if fb.logits_indices.numel() == 0:
+            self.model(fb, self.pool, self.attn)  # KV of the new tokens only
             empty = [None] * len(batch.reqs)
             return RunnerOutput(empty, empty, empty, [[] for _ in batch.reqs], [[] for _ in batch.reqs])
-        logits = self.model.compute_logits(hidden[fb.logits_indices])  # [num_logits, vocab] f32
+        if self.graph_runner is not None and self.graph_runner.can_run(fb):
+            # decode: token i is req i, so the graph's logits rows are indexed like hidden rows
+            logits = self.graph_runner.replay(fb)[fb.logits_indices]  # [num_logits, vocab] f32
+        else:
+            hidden = self.model(fb, self.pool, self.attn)  # [num_tokens, hidden]
+            logits = self.model.compute_logits(hidden[fb.logits_indices])  # [num_logits, vocab] f32
 
         sampling = [(i, req) for i, req in enumerate(batch.reqs) if sample_rows[i] >= 0]
         next_ids: list[Optional[int]] = [None] * len(batch.reqs)

@@ -51,13 +51,18 @@ class AttentionBackend(ABC):
         ...
 
 
-ATTENTION_BACKEND_NAMES = ("torch",)
+ATTENTION_BACKEND_NAMES = ("torch", "triton")
 
 
 def get_attention_backend(name: str, **kwargs) -> AttentionBackend:
-    """Build an attention backend by name ("auto" picks the best available: torch on CPU)."""
-    if name in ("auto", "torch"):
+    """Build an attention backend by name ("auto": triton when CUDA is available, else torch)."""
+    if name == "auto":
+        name = "triton" if torch.cuda.is_available() else "torch"
+    if name == "torch":
         from .torch_attention import TorchAttentionBackend
         return TorchAttentionBackend(**kwargs)
+    if name == "triton":
+        from .triton_attention import TritonAttentionBackend
+        return TritonAttentionBackend(**kwargs)
     raise UnknownAttentionBackend(f"unknown attention backend {name!r}; supported: "
                                   f"{ATTENTION_BACKEND_NAMES} (and 'auto')")

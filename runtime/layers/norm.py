@@ -29,6 +29,9 @@ class RMSNorm(nn.Module):
         return y * self.weight
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None):
+        if x.is_cuda and x.dim() == 2:  # one fused Triton kernel (norm, or add + norm)
+            from sgl_lang.kernels.attention_prologue import rms_norm
+            return rms_norm(x, self.weight, self.eps, residual)
         if residual is None:
             return self._norm(x)
         x = x + residual

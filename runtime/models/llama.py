@@ -57,6 +57,9 @@ class LlamaAttention(nn.Module):
             q, k = qk.split([hq, hkv], dim=1)
             q = apply_rotary(self.q_norm(q), cos, sin)  # [T, Hq, D]
             k = apply_rotary(self.k_norm(k), cos, sin)  # [T, Hkv, D]
+        elif qk.is_cuda:  # one Triton kernel rotating q and k in place inside the qkv output
+            from sgl_lang.kernels.attention_prologue import rope_
+            q, k = rope_(qk, cos, sin).split([hq, hkv], dim=1)
         else:
             qk = apply_rotary(qk, cos, sin)  # rotate q and k heads in one pass
             q, k = qk.split([hq, hkv], dim=1)

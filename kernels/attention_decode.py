@@ -1,0 +1,166 @@
+"""Paged decode attention with split-K: one new query token per sequence against its cached keys.
+
+    decode_attention(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits) -> out
+        q: [bs, Hq, D]          k_cache, v_cache: [num_slots + 1, Hkv, D]
+        req_to_token: [bs', L]  (bs' >= bs; row i holds the pool slots of sequence i)
+        seq_lens: [bs] int on the device (keys 0 .. seq_lens[i]-1 are attended)
+        out: [bs, Hq * D], q's dtype
+
+    for i, h:                                     # semantics (what decode_attention_ref computes)
+        kv = h // (Hq // Hkv); slots = req_to_token[i, :seq_lens[i]]
+        out[i, h] = softmax(q[i, h] . k_cache[slots, kv]^T / sqrt(D)) @ v_cache[slots, kv]
+
+Two launches. Stage 1, grid (bs, Hkv, S): program (i, kv, s) owns the s-th of S equal pieces of
+sequence i's keys and all G = Hq / Hkv query heads that share KV head kv (each key tile is read
+once for the whole group; the group is padded to 16 rows so tl.dot applies). It writes a partial
+output and its log-sum-exp. Stage 2, grid (bs, Hq), merges the S partials:
+
+    out = sum_s exp(lse_s - max lse) * o_s / sum_s exp(lse_s - max lse)
+
+S (num_kv_splits) is a power of two chosen by the caller from the batch size only, so a CUDA graph
+captured for a batch size stays valid for every sequence length; no host sync is needed.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse,
+                   stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_rb,
+                   stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
+                   sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr,
+                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    seq_len = tl.load(SeqLens + b).to(tl.int32)
+    split_len = tl.cdiv(seq_len, NUM_SPLITS)
+    start = split * split_len
+    end = tl.minimum(start + split_len, seq_len)
+
+    offs_g = tl.arange(0, BLOCK_H)
+    heads = kvh * G + offs_g  # [BLOCK_H] query heads of this KV head (rows >= G are padding)
+    mask_h = offs_g < G
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
+
+    m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < end
+        slots = tl.load(ReqToToken + b * stride_rb + offs_n, mask=mask_n, other=0).to(tl.int64)
+        kv_mask = mask_n[:, None] & mask_d[None, :]
+        k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        s = tl.dot(q, tl.trans(k).to(q.dtype)) * sm_scale  # [BLOCK_H, BLOCK_N] f32
+        s = tl.where(mask_n[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+        m_i = m_new
+
+    has_keys = l_i > 0
+    o = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+    lse = tl.where(has_keys, m_i + tl.log(tl.where(has_keys, l_i, 1.0)), float("-inf"))
+    tl.store(MidO + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :],
+             o, mask=mask_h[:, None] & mask_d[None, :])
+    tl.store(MidLse + b * stride_lb + heads * stride_lh + split, lse, mask=mask_h)
+
+
+@triton.jit
+def _decode_stage2(MidO, MidLse, Out, stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
+                   stride_outb, D: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    offs_s = tl.arange(0, NUM_SPLITS)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    lse = tl.load(MidLse + b * stride_lb + h * stride_lh + offs_s)  # [S]
+    m = tl.max(lse, 0)
+    w = tl.exp(lse - m)  # empty splits: exp(-inf) = 0
+    o = tl.load(MidO + b * stride_ob + h * stride_oh + offs_s[:, None] * stride_os + offs_d[None, :],
+                mask=mask_d[None, :], other=0.0)  # [S, BLOCK_D]
+    out = tl.sum(o * w[:, None], 0) / tl.sum(w, 0)
+    tl.store(Out + b * stride_outb + h * D + offs_d, out.to(Out.dtype.element_ty), mask=mask_d)
+
+
+def pick_num_kv_splits(batch_size: int, num_kv_heads: int, num_sms: int = 132) -> int:
+    """A power of two S so that batch_size * num_kv_heads * S fills the GPU about twice."""
+    want = max(1, (2 * num_sms) // max(1, batch_size * num_kv_heads))
+    return int(min(32, 1 << (want.bit_length() - 1)))
+
+
+def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
+    if q.dim() != 3 or k_cache.dim() != 3 or v_cache.shape != k_cache.shape:
+        raise ValueError(f"expected q [bs, Hq, D] and k/v caches [slots, Hkv, D] of one shape, got "
+                         f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    bs, hq, d = q.shape
+    if k_cache.shape[2] != d or hq % k_cache.shape[1]:
+        raise ValueError(f"expected head_dim {d} and Hq % Hkv == 0, got cache {tuple(k_cache.shape)}")
+    if req_to_token.dim() != 2 or req_to_token.shape[0] < bs or seq_lens.shape != (bs,):
+        raise ValueError(f"expected req_to_token [>= {bs}, L] and seq_lens [{bs}], got "
+                         f"{tuple(req_to_token.shape)}, {tuple(seq_lens.shape)}")
+    devices = {t.device for t in (q, k_cache, v_cache, req_to_token, seq_lens)}
+    if len(devices) != 1:
+        raise ValueError(f"expected all tensors on one device, got {devices}")
+    if num_kv_splits < 1 or num_kv_splits & (num_kv_splits - 1):
+        raise ValueError(f"expected num_kv_splits a power of two, got {num_kv_splits}")
+    if q.stride(2) != 1 or k_cache.stride(2) != 1 or v_cache.stride(2) != 1 or req_to_token.stride(1) != 1:
+        raise ValueError("expected the last dimension of q, the caches and req_to_token contiguous")
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     req_to_token: torch.Tensor, seq_lens: torch.Tensor, num_kv_splits: int = 8,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """See the module docstring. Every seq_lens[i] must be >= 1."""
+    _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
+    bs, hq, d = q.shape
+    hkv = k_cache.shape[1]
+    group = hq // hkv
+    block_d = triton.next_power_of_2(d)
+    mid_o = torch.empty(bs, hq, num_kv_splits, d, dtype=torch.float32, device=q.device)
+    mid_lse = torch.empty(bs, hq, num_kv_splits, dtype=torch.float32, device=q.device)
+    if out is None:
+        out = torch.empty(bs, hq * d, dtype=q.dtype, device=q.device)
+    if bs == 0:
+        return out
+    _decode_stage1[(bs, hkv, num_kv_splits)](
+        q, k_cache, v_cache, req_to_token, seq_lens, mid_o, mid_lse,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
+        v_cache.stride(0), v_cache.stride(1), req_to_token.stride(0),
+        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
+        1.0 / math.sqrt(d), G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
+        BLOCK_D=block_d, BLOCK_N=64 if block_d <= 64 else 32, NUM_SPLITS=num_kv_splits,
+        num_warps=4, num_stages=2)
+    _decode_stage2[(bs, hq)](
+        mid_o, mid_lse, out, mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
+        mid_lse.stride(0), mid_lse.stride(1), out.stride(0),
+        D=d, BLOCK_D=block_d, NUM_SPLITS=num_kv_splits, num_warps=2)
+    return out
+
+
+def decode_attention_ref(q, k_cache, v_cache, req_to_token, seq_lens) -> torch.Tensor:
+    """The semantics above in plain torch (float32 math), one sequence at a time."""
+    bs, hq, d = q.shape
+    group = hq // k_cache.shape[1]
+    out = torch.empty(bs, hq * d, dtype=q.dtype, device=q.device)
+    for i, n in enumerate(seq_lens.tolist()):
+        slots = req_to_token[i, :n].long()
+        k = k_cache[slots].float().repeat_interleave(group, dim=1)  # [n, Hq, D]
+        v = v_cache[slots].float().repeat_interleave(group, dim=1)
+        scores = torch.einsum("hd,nhd->hn", q[i].float(), k) / math.sqrt(d)  # [Hq, n]
+        out[i] = torch.einsum("hn,nhd->hd", scores.softmax(-1), v).reshape(-1).to(q.dtype)
+    return out

@@ -1,0 +1,138 @@
+"""Extend (prefill) attention over a paged KV cache: ragged batches, cached prefixes, GQA, causal.
+
+    extend_attention(q, k_cache, v_cache, req_to_token, q_starts, prefix_lens, extend_lens,
+                     max_extend_len) -> out
+        q: [T, Hq, D]  the new tokens of all sequences back to back (sequence i owns rows
+                       q_starts[i] .. q_starts[i] + extend_lens[i] - 1)
+        k_cache, v_cache: [num_slots + 1, Hkv, D], already holding the new tokens' K/V
+        req_to_token: [bs, L] pool slots of every token of each sequence
+        q_starts, prefix_lens, extend_lens: [bs] ints on the device; max_extend_len: a host int
+        out: [T, Hq * D], q's dtype
+
+    new token j of sequence i sits at position p = prefix_lens[i] + j and attends to keys
+    0 .. p of its sequence (the prefix is cached; causal inside the new part):
+        out[q_starts[i] + j, h] = softmax(q . K[:p+1]^T / sqrt(D)) @ V[:p+1],  K/V of head h // G
+
+Grid (bs, Hq, cdiv(max_extend_len, BLOCK_M)). Each program takes BLOCK_M new tokens of one
+sequence and one query head and streams the sequence's keys 0 .. (last position of the block)
+from the pool in BLOCK_N tiles (flash-attention online softmax); the causal mask only bites on
+the diagonal tiles. Programs past a sequence's end do no work.
+
+    keys:    0 ........ prefix_len-1 | prefix_len ........ prefix_len+extend_len-1
+             [ cached prefix, all     | new tokens: key n visible to query j iff n <= prefix+j ]
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens,
+                   stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot,
+                   stride_rb, sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    mb = tl.program_id(2)
+    kvh = h // G
+    extend_len = tl.load(ExtendLens + b).to(tl.int32)
+    prefix_len = tl.load(PrefixLens + b).to(tl.int32)
+    q_start = tl.load(QStarts + b).to(tl.int64)
+
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < extend_len
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+                mask=mask_m[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_M, BLOCK_D]
+    q_pos = prefix_len + offs_m  # [BLOCK_M] position of each query
+    # keys needed by this block: 0 .. position of its last real query (0 when the block is empty)
+    kv_end = tl.where(mb * BLOCK_M < extend_len,
+                      prefix_len + tl.minimum((mb + 1) * BLOCK_M, extend_len), 0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for n0 in range(0, kv_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < kv_end
+        slots = tl.load(ReqToToken + b * stride_rb + offs_n, mask=mask_n, other=0).to(tl.int64)
+        kv_mask = mask_n[:, None] & mask_d[None, :]
+        k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        s = tl.dot(q, tl.trans(k).to(q.dtype)) * sm_scale  # [BLOCK_M, BLOCK_N] f32
+        visible = mask_n[None, :] & (offs_n[None, :] <= q_pos[:, None])
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+        m_i = m_new
+
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    tl.store(Out + (q_start + offs_m)[:, None] * stride_ot + h * D + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
+
+
+def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     req_to_token: torch.Tensor, q_starts: torch.Tensor, prefix_lens: torch.Tensor,
+                     extend_lens: torch.Tensor, max_extend_len: int,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """See the module docstring."""
+    if q.dim() != 3 or k_cache.dim() != 3 or v_cache.shape != k_cache.shape:
+        raise ValueError(f"expected q [T, Hq, D] and k/v caches [slots, Hkv, D] of one shape, got "
+                         f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    num_tokens, hq, d = q.shape
+    hkv = k_cache.shape[1]
+    if k_cache.shape[2] != d or hq % hkv:
+        raise ValueError(f"expected head_dim {d} and Hq % Hkv == 0, got cache {tuple(k_cache.shape)}")
+    bs = req_to_token.shape[0]
+    for name, t in (("q_starts", q_starts), ("prefix_lens", prefix_lens), ("extend_lens", extend_lens)):
+        if t.shape != (bs,) or t.device != q.device:
+            raise ValueError(f"expected {name} [{bs}] on {q.device}, got {tuple(t.shape)} on {t.device}")
+    if q.stride(2) != 1 or k_cache.stride(2) != 1 or v_cache.stride(2) != 1 or req_to_token.stride(1) != 1:
+        raise ValueError("expected the last dimension of q, the caches and req_to_token contiguous")
+    if out is None:
+        out = torch.empty(num_tokens, hq * d, dtype=q.dtype, device=q.device)
+    if bs == 0 or max_extend_len <= 0:
+        return out
+    block_d = triton.next_power_of_2(d)
+    block_m = 64
+    block_n = 64 if block_d <= 64 else 32
+    grid = (bs, hq, triton.cdiv(max_extend_len, block_m))
+    _extend_kernel[grid](
+        q, k_cache, v_cache, out, req_to_token, q_starts, prefix_lens, extend_lens,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
+        v_cache.stride(0), v_cache.stride(1), out.stride(0), req_to_token.stride(0),
+        1.0 / math.sqrt(d), G=hq // hkv, D=d, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
+        num_warps=4, num_stages=2)
+    return out
+
+
+def extend_attention_ref(q, k_cache, v_cache, req_to_token, prefix_lens, extend_lens) -> torch.Tensor:
+    """The semantics above in plain torch (float32 math), one sequence at a time.
+    prefix_lens, extend_lens: [bs] (any device)."""
+    num_tokens, hq, d = q.shape
+    group = hq // k_cache.shape[1]
+    out = torch.empty(num_tokens, hq * d, dtype=q.dtype, device=q.device)
+    start = 0
+    for i, (p, e) in enumerate(zip(prefix_lens.tolist(), extend_lens.tolist())):
+        slots = req_to_token[i, :p + e].long()
+        k = k_cache[slots].float().repeat_interleave(group, dim=1)  # [p+e, Hq, D]
+        v = v_cache[slots].float().repeat_interleave(group, dim=1)
+        qi = q[start:start + e].float()  # [e, Hq, D]
+        scores = torch.einsum("ehd,nhd->hen", qi, k) / math.sqrt(d)  # [Hq, e, p+e]
+        visible = torch.arange(p + e, device=q.device)[None, :] <= (p + torch.arange(e, device=q.device))[:, None]
+        scores = scores.masked_fill(~visible, float("-inf"))
+        o = torch.einsum("hen,nhd->ehd", scores.softmax(-1), v)  # [e, Hq, D]
+        out[start:start + e] = o.reshape(e, hq * d).to(q.dtype)
+        start += e
+    return out

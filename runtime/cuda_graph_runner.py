@@ -1,0 +1,112 @@
+"""CudaGraphRunner: decode steps replayed from CUDA graphs captured once per padded batch size.
+
+A decode forward (one new token per sequence) has the same kernels and shapes for every step of
+a given batch size, so it is captured once and replayed: the host then launches one graph
+instead of hundreds of kernels. Inputs live in static buffers that are refilled before each
+replay; a batch of size bs runs the graph of the smallest captured size >= bs, its extra rows
+padded to harmless values (token 0, position 0, KV written to the dummy slot 0, length 1).
+
+    static buffers (max_bs rows; a graph of size g reads rows [:g])
+        input_ids, positions, out_cache_loc   [max_bs] int64
+        req_to_token                          [max_bs, max_context_len] int64 (row tails stale:
+                                              attention reads only the first seq_len columns)
+        seq_lens                              [max_bs] int32, bound into the attention backend
+    graph g:  logits[g] = model.compute_logits(model(fb_g, pool, attn))   # [g, vocab] float32
+
+Only attention backends with `bind_static_decode` (triton) can be captured.
+"""
+from __future__ import annotations
+
+import torch
+
+from .forward_batch import ForwardBatch
+
+
+class CudaGraphUnsupported(RuntimeError):
+    """The attention backend cannot run inside a CUDA graph."""
+
+
+def capture_batch_sizes(max_bs: int) -> list[int]:
+    """1, 2, 4, 8, then every multiple of 8 up to max_bs (and max_bs itself)."""
+    sizes = [b for b in (1, 2, 4) if b < max_bs] + list(range(8, max_bs + 1, 8))
+    if not sizes or sizes[-1] != max_bs:
+        sizes.append(max_bs)
+    return sizes
+
+
+class CudaGraphRunner:
+    def __init__(self, model, attn, pool, max_bs: int, max_context_len: int, num_kv_heads: int,
+                 device: torch.device):
+        if not hasattr(attn, "bind_static_decode"):
+            raise CudaGraphUnsupported(f"attention backend {attn.name!r} cannot be captured in a CUDA "
+                                       f"graph; use attention_backend='triton' or disable_cuda_graph")
+        self.model, self.attn, self.pool = model, attn, pool
+        self.max_bs = max_bs
+        self.max_context_len = max_context_len
+        self.num_kv_heads = num_kv_heads
+        self.batch_sizes = capture_batch_sizes(max_bs)
+        i64 = dict(dtype=torch.int64, device=device)
+        self.input_ids = torch.zeros(max_bs, **i64)
+        self.positions = torch.zeros(max_bs, **i64)
+        self.out_cache_loc = torch.zeros(max_bs, **i64)
+        self.req_to_token = torch.zeros(max_bs, max_context_len, **i64)
+        self.seq_lens = torch.ones(max_bs, dtype=torch.int32, device=device)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.logits: dict[int, torch.Tensor] = {}  # graph size -> its output [g, vocab] f32
+        self.batches: dict[int, ForwardBatch] = {}
+        self._capture_all(device)
+
+    def _static_batch(self, bs: int, device: torch.device) -> ForwardBatch:
+        return ForwardBatch(
+            input_ids=self.input_ids[:bs], positions=self.positions[:bs],
+            out_cache_loc=self.out_cache_loc[:bs], req_to_token=self.req_to_token[:bs],
+            seq_lens=torch.ones(bs, dtype=torch.int64), prefix_lens=torch.zeros(bs, dtype=torch.int64),
+            extend_lens=torch.ones(bs, dtype=torch.int64), is_decode=True,
+            logits_indices=torch.arange(bs, device=device))
+
+    def _run(self, fb: ForwardBatch) -> torch.Tensor:
+        self.attn.bind_static_decode(fb, self.seq_lens[:fb.batch_size], self.num_kv_heads)
+        return self.model.compute_logits(self.model(fb, self.pool, self.attn))
+
+    @torch.inference_mode()
+    def _capture_all(self, device: torch.device) -> None:
+        mempool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream(device)
+        for bs in reversed(self.batch_sizes):  # largest first: smaller graphs reuse its memory
+            fb = self._static_batch(bs, device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up: Triton compiles, rotary tables are built
+                    self._run(fb)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            torch.cuda.synchronize(device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=mempool, stream=stream):
+                self.logits[bs] = self._run(fb)
+            self.graphs[bs] = graph
+            self.batches[bs] = fb
+        torch.cuda.synchronize(device)
+
+    def can_run(self, fb: ForwardBatch) -> bool:
+        return (fb.is_decode and fb.batch_size <= self.max_bs
+                and fb.req_to_token.shape[1] <= self.max_context_len)
+
+    def replay(self, fb: ForwardBatch) -> torch.Tensor:
+        """Run decode batch fb; -> logits [fb.batch_size, vocab] float32 (a view of the graph's
+        output, valid until the next replay)."""
+        bs = fb.batch_size
+        g = next(s for s in self.batch_sizes if s >= bs)
+        self.input_ids[:bs].copy_(fb.input_ids, non_blocking=True)
+        self.positions[:bs].copy_(fb.positions, non_blocking=True)
+        self.out_cache_loc[:bs].copy_(fb.out_cache_loc, non_blocking=True)
+        width = fb.req_to_token.shape[1]
+        self.req_to_token[:bs, :width].copy_(fb.req_to_token, non_blocking=True)
+        self.seq_lens[:bs].copy_(fb.seq_lens, non_blocking=True)
+        if g > bs:  # padding rows: token 0 at position 0, KV into dummy slot 0, one key (slot 0)
+            self.input_ids[bs:g].zero_()
+            self.positions[bs:g].zero_()
+            self.out_cache_loc[bs:g].zero_()
+            self.req_to_token[bs:g, 0].zero_()
+            self.seq_lens[bs:g].fill_(1)
+        self.graphs[g].replay()
+        return self.logits[g][:bs]

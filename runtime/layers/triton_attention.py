@@ -1,0 +1,96 @@
+"""TritonAttentionBackend: the AttentionBackend contract with the Triton kernels of
+sgl_lang.kernels (the default on CUDA).
+
+    store:   store_kv(k_cache, v_cache, fb.out_cache_loc, k, v)          one launch per layer
+    decode:  decode_attention (split-K over the keys, then a merge)      two launches per layer
+    extend:  extend_attention (flash-style over the paged prefix + new tokens)
+
+Per-batch metadata (device copies of the lengths, the split count) is built once per
+ForwardBatch. For CUDA graphs the runner binds static device buffers with `bind_static_decode`;
+the captured and replayed forward then reads the lengths from those buffers and never syncs
+with the host.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+import torch
+
+from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
+from sgl_lang.kernels.attention_extend import extend_attention
+from sgl_lang.kernels.attention_store import store_kv
+
+from .attention import AttentionBackend
+
+if TYPE_CHECKING:
+    from ..forward_batch import ForwardBatch
+    from ..mem.kv_pool import KVPool
+
+
+@dataclass(frozen=True)
+class _DecodeMeta:
+    seq_lens: torch.Tensor  # [bs] int32 on the device
+    num_kv_splits: int
+
+
+@dataclass(frozen=True)
+class _ExtendMeta:
+    q_starts: torch.Tensor  # [bs] int32 on the device: first row of each sequence in q
+    prefix_lens: torch.Tensor  # [bs] int32 on the device
+    extend_lens: torch.Tensor  # [bs] int32 on the device
+    max_extend_len: int
+
+
+class TritonAttentionBackend(AttentionBackend):
+    name = "triton"
+
+    def __init__(self, num_sms: Optional[int] = None):
+        if num_sms is None and torch.cuda.is_available():
+            num_sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+        self.num_sms = num_sms or 132
+        self._meta_fb: Optional["ForwardBatch"] = None
+        self._static_fb: Optional["ForwardBatch"] = None
+        self._meta = None
+
+    def bind_static_decode(self, fb: "ForwardBatch", seq_lens: torch.Tensor, num_kv_heads: int) -> None:
+        """Use `seq_lens` ([bs] int32 on the device, filled by the caller before each replay) as
+        the lengths of decode batch `fb`; init_forward_metadata(fb) then does nothing."""
+        self._static_fb = fb
+        self._meta_fb = fb
+        self._meta = _DecodeMeta(seq_lens, pick_num_kv_splits(fb.batch_size, num_kv_heads, self.num_sms))
+
+    def init_forward_metadata(self, fb: "ForwardBatch") -> None:
+        if fb is self._static_fb:
+            self._meta_fb = fb
+            return
+        self._meta_fb = fb
+        self._static_fb = None
+        device = fb.input_ids.device
+        if fb.is_decode:
+            seq_lens = fb.seq_lens.to(device=device, dtype=torch.int32, non_blocking=True)
+            self._meta = _DecodeMeta(seq_lens, 0)  # split count fixed on the first layer (needs Hkv)
+            return
+        extend = fb.extend_lens.to(torch.int32)
+        starts = torch.zeros_like(extend)
+        starts[1:] = torch.cumsum(extend, 0)[:-1]
+        packed = torch.stack([starts, fb.prefix_lens.to(torch.int32), extend]).to(device, non_blocking=True)
+        self._meta = _ExtendMeta(packed[0], packed[1], packed[2], int(extend.max()) if len(extend) else 0)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
+                fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
+        if self._meta_fb is not fb:
+            self.init_forward_metadata(fb)
+        k_cache = kv_pool.k_buffer[layer_id]  # [num_slots + 1, Hkv, D]
+        v_cache = kv_pool.v_buffer[layer_id]
+        store_kv(k_cache, v_cache, fb.out_cache_loc, k, v)
+        meta = self._meta
+        if isinstance(meta, _DecodeMeta):
+            if meta.num_kv_splits == 0:
+                meta = self._meta = _DecodeMeta(
+                    meta.seq_lens, pick_num_kv_splits(fb.batch_size, k_cache.shape[1], self.num_sms))
+            q = q if q.stride(2) == 1 else q.contiguous()
+            return decode_attention(q, k_cache, v_cache, fb.req_to_token, meta.seq_lens,
+                                    meta.num_kv_splits)
+        return extend_attention(q, k_cache, v_cache, fb.req_to_token, meta.q_starts,
+                                meta.prefix_lens, meta.extend_lens, meta.max_extend_len)

@@ -1,0 +1,89 @@
+"""TritonAttentionBackend vs TorchAttentionBackend through a whole random-weight model, and on the
+GPU: CUDA-graph decode vs eager, GPU bf16 logits vs the CPU float32 reference."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchmarks.gpu_models import SHAPES, random_engine, random_loaded_model  # noqa: E402
+from sgl_lang.runtime.forward_batch import ForwardBatch  # noqa: E402
+from sgl_lang.runtime.layers.attention import get_attention_backend  # noqa: E402
+from sgl_lang.runtime.mem.kv_pool import KVPool  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+TINY = dict(SHAPES["tiny"], num_hidden_layers=2, hidden_size=64, intermediate_size=128)
+
+
+def _batches(pool, device, prompt_lens, chunk):
+    """A two-chunk prefill of ragged prompts (the second chunk has a cached prefix), then a decode
+    step. -> list of ForwardBatch, all sharing one slot layout."""
+    gen = torch.Generator().manual_seed(1)
+    slots = [pool.alloc(n + 1) for n in prompt_lens]  # +1: the decode token
+    ids = [torch.randint(0, TINY["vocab_size"], (n + 1,), generator=gen) for n in prompt_lens]
+    out = []
+    assert min(prompt_lens) > chunk
+    out.append(_fb(ids, slots, [(0, chunk)] * len(prompt_lens), device))
+    out.append(_fb(ids, slots, [(chunk, n) for n in prompt_lens], device))
+    out.append(_fb(ids, slots, [(n, n + 1) for n in prompt_lens], device))
+    return out
+
+
+def _fb(ids, slots, ranges, device):
+    rows = [s[:b] for s, (a, b) in zip(slots, ranges)]
+    r2t = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    ext = torch.tensor([b - a for a, b in ranges])
+    return ForwardBatch(
+        input_ids=torch.cat([t[a:b] for t, (a, b) in zip(ids, ranges)]).to(device),
+        positions=torch.cat([torch.arange(a, b) for a, b in ranges]).to(device),
+        out_cache_loc=torch.cat([s[a:b] for s, (a, b) in zip(slots, ranges)]).to(device),
+        req_to_token=r2t.to(device), seq_lens=torch.tensor([b for _, b in ranges]),
+        prefix_lens=torch.tensor([a for a, _ in ranges]), extend_lens=ext,
+        is_decode=bool((ext == 1).all()), logits_indices=(ext.cumsum(0) - 1).to(device))
+
+
+def _logits(model, backend, device, dtype, prompt_lens=(12, 17, 9), chunk=8):
+    pool = KVPool(64, TINY["num_hidden_layers"], TINY["num_key_value_heads"], 16, dtype, device)
+    attn = get_attention_backend(backend)
+    outs = []
+    with torch.inference_mode():
+        for fb in _batches(pool, device, list(prompt_lens), chunk):
+            hidden = model(fb, pool, attn)
+            outs.append(model.compute_logits(hidden[fb.logits_indices]).float().cpu())
+    return outs
+
+
+@pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
+def test_triton_backend_matches_torch_backend_on_cpu():
+    model = random_loaded_model(TINY, torch.float32, "cpu", seed=0).model
+    ref = _logits(model, "torch", "cpu", torch.float32)
+    got = _logits(model, "triton", "cpu", torch.float32)
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_bf16_logits_match_cpu_reference():
+    ref = _logits(random_loaded_model(TINY, torch.float32, "cpu", seed=0).model, "torch", "cpu", torch.float32)
+    got = _logits(random_loaded_model(TINY, torch.bfloat16, "cuda", seed=0).model, "triton", "cuda",
+                  torch.bfloat16)
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_cuda_graph_decode_equals_eager():
+    prompts = [list(range(1 + i, 40 + 7 * i)) for i in range(5)]
+    params = {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
+    outs = {}
+    for disable in (False, True):
+        eng = random_engine(TINY, device="cuda", disable_cuda_graph=disable, cuda_graph_max_bs=8,
+                            max_total_tokens=4096)
+        assert (eng.runner.graph_runner is None) == disable
+        outs[disable] = [o["output_ids"] if "output_ids" in o else o["text"]
+                         for o in eng.generate(input_ids=prompts, sampling_params=params)]
+        eng.shutdown()
+    assert outs[False] == outs[True]
