@@ -5,6 +5,7 @@ caching policy: the scheduler tells it which tokens to compute and where their K
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -43,6 +44,7 @@ class ModelRunner:
         self.dtype = dtype
         self.vocab_size = loaded.vocab_size
         self.eos_token_ids = eos_token_ids
+        self._mask_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgl-grammar-mask")
         self.pool = KVPool(self._num_kv_slots(), loaded.num_layers, loaded.num_kv_heads,
                            loaded.head_dim, dtype, self.device)
         name = config.attention_backend
@@ -82,8 +84,7 @@ class ModelRunner:
         offset = 0
         for req, prefix_len, slots in zip(batch.reqs, batch.prefix_lens, batch.out_slots):
             n = req.extend_len
-            fill = req.fill_ids
-            ids.extend(fill[prefix_len:prefix_len + n])
+            ids.extend(req.tokens(prefix_len, prefix_len + n))
             pos.extend(range(prefix_len, prefix_len + n))
             rows_kv.append(torch.cat([req.kv_indices[:prefix_len], slots]))
             # input logprobs: logits at position p score token p+1, for p in [start, prompt_len-2]
@@ -124,6 +125,12 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, batch: ScheduledBatch) -> RunnerOutput:
         fb, sample_rows, input_rows = self._prepare(batch)
+        sampling = [(i, req) for i, req in enumerate(batch.reqs) if sample_rows[i] >= 0]
+        # The grammar masks of this step's samples depend only on tokens already accepted, so
+        # the matchers fill them on a worker thread while the model runs (torch drops the GIL).
+        mask_future = None
+        if any(req.grammar is not None for _, req in sampling):
+            mask_future = self._mask_pool.submit(self._fill_grammar_bitmask, [r for _, r in sampling])
         if fb.logits_indices.numel() == 0:
             self.model(fb, self.pool, self.attn)  # KV of the new tokens only
             empty = [None] * len(batch.reqs)
@@ -135,21 +142,21 @@ class ModelRunner:
             hidden = self.model(fb, self.pool, self.attn)  # [num_tokens, hidden]
             logits = self.model.compute_logits(hidden[fb.logits_indices])  # [num_logits, vocab] f32
 
-        sampling = [(i, req) for i, req in enumerate(batch.reqs) if sample_rows[i] >= 0]
         next_ids: list[Optional[int]] = [None] * len(batch.reqs)
         next_lp: list[Optional[float]] = [None] * len(batch.reqs)
         next_top: list[Optional[list]] = [None] * len(batch.reqs)
         if sampling:
             rows = torch.tensor([sample_rows[i] for i, _ in sampling], device=logits.device)
-            toks, lps, tops = self._sample(logits[rows], [r for _, r in sampling])
+            bitmask = mask_future.result() if mask_future is not None else None
+            toks, lps, tops = self._sample(logits[rows], [r for _, r in sampling], bitmask)
             for j, (i, _) in enumerate(sampling):
                 next_ids[i], next_lp[i], next_top[i] = toks[j], lps[j], tops[j]
 
         in_lp, in_top = self._input_logprobs(batch, logits, input_rows)
         return RunnerOutput(next_ids, next_lp, next_top, in_lp, in_top)
 
-    def _sample(self, logits: torch.Tensor, reqs: list[Req]):
-        """logits: [bs, vocab] f32 rows of the sampling requests."""
+    def _sample(self, logits: torch.Tensor, reqs: list[Req], bitmask: Optional[torch.Tensor]):
+        """logits: [bs, vocab] f32 rows of the sampling requests; bitmask: [bs, W] int32 or None."""
         bs = len(reqs)
         # min_new_tokens: EOS and stop ids are banned until enough tokens were produced
         for j, req in enumerate(reqs):
@@ -157,7 +164,6 @@ class ModelRunner:
                 banned = list(req.params.stop_token_ids) + ([] if req.params.ignore_eos else list(self.eos_token_ids))
                 if banned:
                     logits[j, banned] = float("-inf")
-        bitmask = self._fill_grammar_bitmask(reqs)
         info = SamplingBatchInfo.build(
             [r.params for r in reqs], vocab_size=logits.shape[-1], device=logits.device,
             steps=[len(r.output_ids) for r in reqs], vocab_mask=bitmask,
