@@ -192,7 +192,10 @@ class ModelRunner:
         mask = torch.full((len(reqs), words), -1, dtype=torch.int32)
         for j, req in enumerate(reqs):
             if req.grammar is not None:
-                req.grammar.fill_bitmask(mask, j)
+                try:
+                    req.grammar.fill_bitmask(mask, j)
+                except Exception as e:  # a grammar library failing ends only its own request
+                    req.error = f"grammar failed while masking: {type(e).__name__}: {e}"
         return mask.to(self.device, non_blocking=True)
 
     def _input_logprobs(self, batch: ScheduledBatch, logits: torch.Tensor, input_rows: list[list[int]]):

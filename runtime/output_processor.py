@@ -49,6 +49,16 @@ class OutputProcessor:
                 self.emit(req)
 
     def _append_token(self, req: Req, token: int, logprob, top) -> None:
+        try:
+            self._append_token_unguarded(req, token, logprob, top)
+        except Exception as e:  # grammar / tokenizer code failing ends only this request
+            req.error = req.error or f"{type(e).__name__}: {e}"
+        if req.error and not req.is_finished:
+            req.finish({"type": "abort", "message": req.error})
+
+    def _append_token_unguarded(self, req: Req, token: int, logprob, top) -> None:
+        if req.error:  # e.g. its grammar failed while filling this step's mask
+            return
         if req.first_token_at is None:
             req.first_token_at = time.perf_counter()
         req.output_ids.append(token)

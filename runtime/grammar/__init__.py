@@ -3,10 +3,11 @@ from .base import (GRAMMAR_KINDS, CompiledGrammar, GrammarBackend, GrammarBacken
                    GrammarCompileError, GrammarError, GrammarMatcher, allow_only_tokens)
 from .registry import AUTO_ORDER, SUPPORTED_BACKENDS, GrammarRegistry, validate_spec
 from .token_vocab import TokenizerNotSupported, TokenVocab
+from .verified_grammar import VerifiedGrammar
 
 __all__ = [
     "GRAMMAR_KINDS", "CompiledGrammar", "GrammarBackend", "GrammarBackendMissing",
     "GrammarCompileError", "GrammarError", "GrammarMatcher", "allow_only_tokens",
     "AUTO_ORDER", "SUPPORTED_BACKENDS", "GrammarRegistry", "validate_spec",
-    "TokenizerNotSupported", "TokenVocab",
+    "TokenizerNotSupported", "TokenVocab", "VerifiedGrammar",
 ]

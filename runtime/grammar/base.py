@@ -11,6 +11,7 @@ code; the matchers never see logits.
 """
 from __future__ import annotations
 
+import codecs
 from abc import ABC, abstractmethod
 from typing import Literal
 
@@ -120,6 +121,17 @@ def check_bitmask_row(bitmask: torch.Tensor, row: int, vocab_size: int) -> torch
     if not view.is_contiguous():
         raise ValueError("bitmask: expected contiguous rows")
     return view
+
+
+def decode_forced(data: bytes) -> str:
+    """Forced bytes as text: the whole characters at the front; "" when `data` starts inside a
+    character (the text so far ends mid-character, so nothing can be appended as text)."""
+    if not data or (data[0] & 0xC0) == 0x80:
+        return ""
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(data)  # drops a partial tail
+    except UnicodeDecodeError as e:
+        return data[:e.start].decode("utf-8")
 
 
 def allow_only_tokens(row: torch.Tensor, token_ids) -> None:

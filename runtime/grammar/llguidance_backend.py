@@ -12,12 +12,10 @@ grammar errors surface at compile time, not at the first decode step.
 """
 from __future__ import annotations
 
-import codecs
-
 import torch
 
 from .base import (CompiledGrammar, GrammarBackend, GrammarBackendMissing, GrammarCompileError,
-                   GrammarMatcher, allow_only_tokens, check_bitmask_row)
+                   GrammarMatcher, allow_only_tokens, check_bitmask_row, decode_forced)
 from .token_vocab import TokenVocab
 
 _STRICT = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
@@ -123,8 +121,8 @@ class LLGuidanceMatcher(GrammarMatcher):
     def jump_forward_string(self) -> str:
         if self.is_terminated():
             return ""
-        # Forced bytes may end inside a UTF-8 character: return only whole characters.
-        return codecs.getincrementaldecoder("utf-8")().decode(self._matcher.compute_ff_bytes())
+        # Forced bytes may start or end inside a UTF-8 character: return only whole characters.
+        return decode_forced(self._matcher.compute_ff_bytes())
 
     def error(self) -> str:
         return self._matcher.get_error() if self._matcher.is_error() else ""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .base import (CompiledGrammar, GrammarBackend, GrammarBackendMissing, GrammarCompileError,
-                   GrammarMatcher, allow_only_tokens, check_bitmask_row)
+                   GrammarMatcher, allow_only_tokens, check_bitmask_row, decode_forced)
 from .token_vocab import TokenVocab
 
 _MAX_ROLLBACK = 4096
@@ -100,7 +100,7 @@ class OutlinesMatcher(GrammarMatcher):
             if not exact:
                 break
             state = index.get_next_state(state, exact[0])
-        return forced.decode("utf-8", errors="ignore") if forced else ""
+        return decode_forced(forced)
 
 
 def _common_prefix(items: list) -> bytes:

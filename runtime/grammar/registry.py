@@ -15,10 +15,16 @@ it compiles; retried with coerce_one_of + lenient it still gets 95.5% of schemas
 (xgrammar: 81.4%, it rejects valid instances); outlines-core lets 9% of invalid ones through, so it
 is last. EBNF means xgrammar's GBNF dialect (SGLang's `ebnf=`), so xgrammar goes first there;
 llguidance also reads GBNF and Lark.
+
+With "auto" every JSON-schema grammar is wrapped in a VerifiedGrammar (verified_grammar.py): a stop
+token is allowed only where the output validates against the schema (jsonschema), so keywords a
+library approximates (llguidance's relaxed mode, xgrammar's dropped constraints) cannot yield an
+invalid finished output. Measured on JSONSchemaBench: docs/benchmarks.md, "Grammar coverage".
 """
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional, Sequence
@@ -30,6 +36,8 @@ except ImportError:  # pragma: no cover
 
 from .base import GRAMMAR_KINDS, CompiledGrammar, GrammarBackend, GrammarBackendMissing, GrammarCompileError
 from .token_vocab import TokenVocab
+
+logger = logging.getLogger("sgl_lang.runtime.grammar")
 
 SUPPORTED_BACKENDS = ("auto", "xgrammar", "outlines", "llguidance")
 
@@ -89,14 +97,18 @@ def validate_spec(kind: str, spec) -> str:
 class GrammarRegistry:
     def __init__(self, tokenizer, vocab_size: int, stop_token_ids: Sequence[int] = (),
                  backend: str = "auto", num_workers: int = 2,
-                 vocab: Optional[TokenVocab] = None):
+                 vocab: Optional[TokenVocab] = None, verify_json: Optional[bool] = None):
         """tokenizer: a Hugging Face fast tokenizer (ignored when `vocab` is given, e.g. a
-        synthetic TokenVocab in tests). vocab_size: the model's logits width."""
+        synthetic TokenVocab in tests). vocab_size: the model's logits width. verify_json: allow a
+        stop token only where the JSON so far validates against the schema (default: on for
+        "auto", off for a named backend, so that a named backend is the library as it is)."""
         if backend not in SUPPORTED_BACKENDS:
             raise ValueError(f"unknown grammar backend {backend!r}; supported: {list(SUPPORTED_BACKENDS)}")
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         self.backend_name = backend
+        # "auto" checks every finished JSON output against the schema (verified_grammar.py).
+        self.verify_json = backend == "auto" if verify_json is None else verify_json
         self.vocab = vocab or TokenVocab.from_hf_tokenizer(tokenizer, vocab_size, stop_token_ids)
         if self.vocab.vocab_size != vocab_size:
             raise ValueError(f"vocab_size {vocab_size} != the TokenVocab's {self.vocab.vocab_size}")
@@ -137,13 +149,24 @@ class GrammarRegistry:
                 if kind not in backend.kinds:
                     failures.append(f"{name}: does not support {kind}")
                     continue
-                return backend.compile(kind, spec)
+                grammar = backend.compile(kind, spec)
+                return self._verified(grammar) if kind == "json_schema" and self.verify_json else grammar
             except (GrammarCompileError, GrammarBackendMissing) as e:
                 failures.append(str(e))
         if len(failures) == 1:
             raise GrammarCompileError(failures[0])
         raise GrammarCompileError(f"no grammar backend could compile the {kind}:\n  - "
                                   + "\n  - ".join(failures))
+
+    @staticmethod
+    def _verified(grammar: CompiledGrammar) -> CompiledGrammar:
+        try:
+            from .verified_grammar import VerifiedGrammar
+            return VerifiedGrammar(grammar, grammar.spec)
+        except GrammarBackendMissing:
+            logger.warning("jsonschema is not installed: JSON outputs are not verified "
+                           "(pip install jsonschema)")
+            return grammar
 
     def _backend(self, name: str) -> GrammarBackend:
         with self._lock:

@@ -209,3 +209,21 @@ def test_regex_and_grammar_errors(engine_fp32, chat):
         engine_fp32.generate(p, {"regex": "([a-z]", "max_new_tokens": 5})
     with pytest.raises(InvalidRequest, match="json_schema"):
         engine_fp32.generate(p, {"json_schema": "{not json", "max_new_tokens": 5})
+
+
+def test_a_failing_grammar_ends_only_its_request(engine_fp32, chat, monkeypatch):
+    """A grammar library raising inside the step must not take the engine loop down."""
+    import json
+    p = chat(engine_fp32.tokenizer, "Describe a fictional person as JSON.")
+    compiled = engine_fp32.grammar.compile("json_schema", json.dumps(PERSON_SCHEMA))
+    matcher_cls = type(compiled.new_matcher())
+
+    def boom(self, bitmask, row):
+        raise RuntimeError("simulated grammar library failure")
+
+    monkeypatch.setattr(matcher_cls, "fill_bitmask", boom)
+    bad, good = engine_fp32.generate([p, p], [{"json_schema": json.dumps(PERSON_SCHEMA), "max_new_tokens": 8},
+                                              {"temperature": 0, "max_new_tokens": 8}])
+    assert bad["meta_info"]["finish_reason"]["type"] == "abort"
+    assert "simulated grammar library failure" in bad["error"]
+    assert good["meta_info"]["completion_tokens"] == 8 and "error" not in good

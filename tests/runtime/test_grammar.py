@@ -171,3 +171,39 @@ def test_no_backend_error_lists_each_failure(auto_registry):
     with pytest.raises(GrammarCompileError) as info:
         auto_registry.compile("ebnf", "this is not a grammar ::= ::=")
     assert "xgrammar" in str(info.value) and "llguidance" in str(info.value)
+
+
+def test_auto_verifies_json_that_a_relaxed_grammar_lets_through(auto_registry, tokenizer):
+    # llguidance ignores uniqueItems in relaxed mode; auto's check refuses the stop token.
+    grammar = auto_registry.compile("json_schema", '{"type":"array","items":{"type":"integer"},"uniqueItems":true}')
+    assert grammar.is_relaxed
+    duplicate = walk(tokenizer, grammar, "[1,1]")
+    assert EOS not in allowed_ids(duplicate) and not duplicate.accept_token(EOS)
+    assert not duplicate.is_accepting()
+    assert duplicate.is_terminated() and "uniqueItems" not in duplicate.error()  # dead end: "]" closed it
+    assert "non-unique" in duplicate.error()
+    distinct = walk(tokenizer, grammar, "[1,2]")
+    assert EOS in allowed_ids(distinct) and distinct.accept_token(EOS) and distinct.is_terminated()
+
+
+def test_verified_dead_end_terminates_with_a_reason(auto_registry, tokenizer):
+    schema = {"type": "string", "maxLength": 2, "not": {"const": "ab"}}
+    matcher = walk(tokenizer, auto_registry.compile("json_schema", json.dumps(schema)), '"ab"')
+    assert allowed_ids(matcher) == set()
+    assert matcher.is_terminated() and "does not match the JSON schema" in matcher.error()
+    matcher.rollback(1)  # back before the closing quote: alive again
+    assert not matcher.is_terminated() and matcher.error() == ""
+
+
+def test_named_backend_is_the_library_as_it_is(tokenizer, vocab):
+    reg = GrammarRegistry(tokenizer, VOCAB_SIZE, [EOS], backend="llguidance", vocab=vocab)
+    grammar = reg.compile("json_schema", '{"type":"array","uniqueItems":true}')
+    assert walk(tokenizer, grammar, "[1,1]").accept_token(EOS)  # unverified: lets it through
+    reg.close()
+
+
+def test_forced_text_never_starts_inside_a_character():
+    from sgl_lang.runtime.grammar.base import decode_forced
+    assert decode_forced("é1".encode()[1:]) == ""  # continuation byte first
+    assert decode_forced("aé".encode()[:-1]) == "a"  # partial tail dropped
+    assert decode_forced('"k":'.encode()) == '"k":'
