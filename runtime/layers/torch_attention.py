@@ -50,26 +50,29 @@ class TorchAttentionBackend(AttentionBackend):
         self._meta_fb: Optional["ForwardBatch"] = None
         self._decode: Optional[_DecodeMeta] = None
         self._seqs: list[_SeqSlice] = []
+        self._num_decode = 0  # leading single-token sequences served by the batched decode path
 
     # ------------------------------------------------------------------ metadata
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         self._meta_fb = fb
-        if fb.is_decode:
-            self._decode = self._decode_meta(fb)
-            self._seqs = []
-        else:
-            self._decode = None
-            self._seqs = self._extend_meta(fb)
+        # A mixed batch lists its decodes first (the scheduler's order): those leading
+        # single-token sequences take the batched decode path, the rest go one by one.
+        ext = fb.extend_lens.tolist()
+        self._num_decode = len(ext) if fb.is_decode else next(
+            (i for i, n in enumerate(ext) if n != 1), len(ext))
+        nd = self._num_decode
+        self._decode = self._decode_meta(fb.req_to_token[:nd], fb.seq_lens[:nd]) if nd else None
+        self._seqs = [] if fb.is_decode else self._extend_meta(fb)[nd:]
 
     @staticmethod
-    def _decode_meta(fb: "ForwardBatch") -> _DecodeMeta:
-        seq_lens = fb.seq_lens.tolist()
+    def _decode_meta(req_to_token: torch.Tensor, seq_lens_t: torch.Tensor) -> _DecodeMeta:
+        seq_lens = seq_lens_t.tolist()
         max_len = max(seq_lens)
-        device = fb.req_to_token.device
-        kv_idx = fb.req_to_token[:, :max_len]
+        device = req_to_token.device
+        kv_idx = req_to_token[:, :max_len]
         mask = None
         if min(seq_lens) != max_len:
-            lens = fb.seq_lens.to(device)
+            lens = seq_lens_t.to(device)
             mask = (torch.arange(max_len, device=device)[None, :] < lens[:, None])[:, None, None, :]
         return _DecodeMeta(kv_idx=kv_idx, mask=mask)
 
@@ -101,7 +104,11 @@ class TorchAttentionBackend(AttentionBackend):
         v_cache[fb.out_cache_loc] = v.to(v_cache.dtype)
         if fb.is_decode:
             return self._forward_decode(q, k_cache, v_cache)
-        return self._forward_extend(q, k, v, k_cache, v_cache)
+        out = self._forward_extend(q, k, v, k_cache, v_cache)
+        nd = self._num_decode
+        if nd:
+            out[:nd] = self._forward_decode(q[:nd], k_cache, v_cache)
+        return out
 
     def _forward_decode(self, q, k_cache, v_cache) -> torch.Tensor:
         meta = self._decode

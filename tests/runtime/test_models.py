@@ -355,3 +355,13 @@ def test_concurrent_conversion_runs_once_and_publishes_a_complete_folder(tmp_pat
     assert sorted(os.listdir(dirs[0])) == sorted(["config.json", "model.safetensors", "tokenizer.json",
                                                   "tokenizer_config.json", "generation_config.json"])
     assert [n for n in os.listdir(cache) if ".tmp-" in n] == []  # no leftovers
+
+
+def test_mixed_batch_decodes_first_then_extends_matches_reference():
+    """The scheduler puts decodes before prefill chunks; the torch backend serves the leading
+    single-token rows with its batched path and the rest one by one: same result as the reference."""
+    pool, fb, q, k, v = _random_attention_case([7, 2, 11, 0, 4], [1, 1, 1, 6, 3])
+    assert not fb.is_decode
+    out = TorchAttentionBackend().forward(q, k, v, 1, fb, pool)
+    torch.testing.assert_close(out, _attention_reference(q, pool.k_buffer[1], pool.v_buffer[1], fb),
+                               atol=1e-5, rtol=1e-5)
