@@ -69,9 +69,13 @@ def parse_generate(body: dict) -> tuple[GenerateReqInput, GenerateItems]:
         return [value] * len(prompts)
 
     sampling = [dict(sp or {}) for sp in per_prompt(req.sampling_params, "sampling_params")]
+    for sp in sampling:
+        _take_stop_regex(sp)
     kwargs = {"return_logprob": per_prompt(req.return_logprob, "return_logprob"),
               "logprob_start_len": per_prompt(req.logprob_start_len, "logprob_start_len"),
               "top_logprobs_num": per_prompt(req.top_logprobs_num, "top_logprobs_num")}
+    kwargs["logprob_start_len"] = [_default_start(start, want, sp) for start, want, sp
+                                   in zip(kwargs["logprob_start_len"], kwargs["return_logprob"], sampling)]
     counts = [_take_n(sp) for sp in sampling]
     if any(n > 1 for n in counts):
         is_batch = True
@@ -82,6 +86,25 @@ def parse_generate(body: dict) -> tuple[GenerateReqInput, GenerateItems]:
     items = GenerateItems(expand(prompts), expand(sampling),
                           {k: expand(v) for k, v in kwargs.items()}, is_batch)
     return req, items
+
+
+def _default_start(start: Optional[int], want_logprob: Optional[bool], sp: dict) -> Optional[int]:
+    """A prefill-only request (max_new_tokens 0) that asks for logprobs without a start gets the
+    whole prompt's: there are no output logprobs, and SGLang's frontend relies on this for
+    `unconditional_likelihood_normalized` (it sends `input_ids` with no `logprob_start_len`)."""
+    if start is None and want_logprob and sp.get("max_new_tokens", sp.get("max_tokens")) == 0:
+        return 0
+    return start
+
+
+def _take_stop_regex(sp: dict) -> None:
+    """SGLang's frontend always sends `stop_regex` (None unless set); accept the empty value and
+    refuse a real one clearly, since the engine stops on strings and token ids only."""
+    value = sp.pop("stop_regex", None)
+    if value not in (None, "", [], ()):
+        raise bad_request("sampling_params.stop_regex: regex stop conditions are not supported by "
+                          "this server; use `stop` strings or a `regex` constraint",
+                          param="sampling_params.stop_regex")
 
 
 def _take_n(sp: dict) -> int:
