@@ -73,8 +73,12 @@ async def read_json(request: Request) -> Any:
         raise bad_request("request body is empty; expected a JSON object")
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise bad_request(f"malformed JSON body: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
         raise bad_request(f"malformed JSON body: {e}") from None
+    except RecursionError:  # `[[[[...` thousands deep: refuse it rather than crash the parser
+        raise bad_request("malformed JSON body: nested too deeply") from None
 
 
 def expect_object(body: Any) -> dict:

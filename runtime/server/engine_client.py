@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Optional, Sequence
 
-from ..errors import EngineStopped
+from ..errors import EngineStopped, InvalidRequest
 from ..grammar.base import GrammarError
 from .api_error import ENGINE_ERRORS, ApiError, from_engine_error
 from .metrics import ServerMetrics
 
 _GRAMMAR_FIELDS = ("regex", "json_schema", "ebnf")
+_MAX_TOKENS_KEYS = ("max_new_tokens", "max_tokens")  # SamplingParams.from_dict accepts both
 
 
 def output_error(out: dict, sampling: Optional[dict], prefix: str = "sampling_params.") -> Optional[ApiError]:
@@ -42,6 +43,7 @@ class EngineClient:
                        renames: Optional[dict] = None, error_prefix: str = "sampling_params.",
                        **logprob_kwargs: Any) -> list[dict]:
         """One batched engine call; prompts are strings or token-id lists. Raises ApiError."""
+        self._check_max_new_tokens(sampling, renames)
         try:
             outs = await self.engine.async_generate(list(prompts), list(sampling), **logprob_kwargs)
         except GrammarError as e:
@@ -63,6 +65,7 @@ class EngineClient:
                            **logprob_kwargs: Any) -> list[AsyncIterator[dict]]:
         """One engine stream per prompt, all validated before any is queued (a stream queues its
         request on first iteration). Per-prompt logprob options may be lists."""
+        self._check_max_new_tokens(sampling, renames)
         streams = []
         try:
             for i, (prompt, sp) in enumerate(zip(prompts, sampling)):
@@ -75,6 +78,18 @@ class EngineClient:
         except EngineStopped as e:
             raise ApiError(503, f"engine is not running: {e}", type="server_error") from None
         return [self._counted(s) for s in streams]
+
+    def _check_max_new_tokens(self, sampling: Sequence[dict], renames: Optional[dict]) -> None:
+        """An output limit above the context window can never be reached: refuse it (as SGLang does)
+        instead of queueing a request that runs to the end of the window."""
+        limit = self.engine.max_context_len
+        for sp in sampling:
+            for key in _MAX_TOKENS_KEYS:
+                value = (sp or {}).get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+                    raise from_engine_error(InvalidRequest(
+                        f"sampling_params.max_new_tokens: must be <= {limit} (the context window), "
+                        f"got {value}"), renames)
 
     async def _counted(self, stream: AsyncIterator[dict]) -> AsyncIterator[dict]:
         finished = False

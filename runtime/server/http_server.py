@@ -7,6 +7,7 @@ Every error leaves as `{"error": {"message", "type", "param", "code"}}` with a 4
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -19,6 +20,7 @@ from .api_error import ApiError, from_validation_error
 from .args import ServerArgs
 from .native_routes import router as native_router
 from .openai_routes import router as openai_router
+from .openapi_schema import install_openapi
 from .server_state import ServerState
 
 logger = logging.getLogger("sgl_lang.server")
@@ -71,6 +73,11 @@ class ServerGuard:
             self.in_flight += is_generation
             try:
                 await self.app(scope, receive_limited, send_counted)
+            except asyncio.CancelledError:
+                if not self.state.is_shutting_down:
+                    raise
+                # graceful shutdown ran out of time: the stream was cut (its engine request aborted)
+                logger.warning("in-flight request to %s cut by shutdown", path)
             finally:
                 self.in_flight -= is_generation
         finally:
@@ -96,17 +103,19 @@ def _too_large(limit: int) -> ApiError:
 
 def _is_known(path: str) -> bool:
     return path in _GENERATION_ROUTES or path.startswith(("/v1/models", "/health", "/get_", "/model_info",
-                                                          "/server_info", "/flush_cache", "/metrics"))
+                                                          "/server_info", "/flush_cache", "/metrics",
+                                                          "/openapi.json"))
 
 
 def create_app(engine, args: ServerArgs = ServerArgs()) -> FastAPI:
     """The ASGI app serving `engine`. The caller owns the engine (and shuts it down)."""
-    app = FastAPI(title="sgl-lang server", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="sgl-lang server", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     state = ServerState(engine, args)
     app.state.server = state
     app.add_middleware(ServerGuard, state=state)
     app.include_router(native_router)
     app.include_router(openai_router)
+    install_openapi(app)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError):

@@ -56,6 +56,11 @@ async def completions(request: Request):
     prompts = [p for p in req.prompts() for _ in range(req.n)]
     if any(isinstance(p, str) and p == "" for p in prompts):
         raise bad_request("prompt: must not be empty", param="prompt")
+    vocab_size = state.engine.loaded.vocab_size
+    for p in prompts:  # checked before the echo text is decoded from them
+        bad = [t for t in p if not 0 <= t < vocab_size] if isinstance(p, list) else []
+        if bad:
+            raise bad_request(f"prompt: token ids must be in [0, {vocab_size}), got {bad[:5]}", param="prompt")
     kw: dict[str, Any] = {}
     if req.logprobs is not None or req.echo:
         kw = {"return_logprob": req.logprobs is not None, "top_logprobs_num": req.logprobs or 0}

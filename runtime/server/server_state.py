@@ -20,6 +20,7 @@ class ServerState:
     args: ServerArgs
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     started_at: float = field(default_factory=time.time)
+    is_shutting_down: bool = False  # set on SIGTERM/SIGINT; requests cut at the deadline end quietly
 
     def __post_init__(self):
         self.client = EngineClient(self.engine, self.metrics)
