@@ -35,6 +35,7 @@ class EngineConfig:
     disable_radix_cache: bool = False
     grammar_backend: str = "auto"
     disable_jump_forward: bool = False
+    grammar_compile_timeout_s: float = 30.0  # a request whose grammar is still compiling after this fails
     attention_backend: str = "auto"
     quantization: Optional[str] = None  # "int8": weight-only int8 linears (CPU; halves bytes read per token)
     cuda_graph_max_bs: int = 64
@@ -60,6 +61,8 @@ class EngineConfig:
               f"schedule_policy must be one of {SCHEDULE_POLICIES}, got {self.schedule_policy!r}")
         check(0.0 < self.mem_fraction_static < 1.0,
               f"mem_fraction_static must be in (0, 1), got {self.mem_fraction_static}")
+        check(self.grammar_compile_timeout_s > 0,
+              f"grammar_compile_timeout_s must be > 0, got {self.grammar_compile_timeout_s}")
         check(self.kv_cache_bytes > 0, f"kv_cache_bytes must be > 0, got {self.kv_cache_bytes}")
         check(self.max_total_tokens is None or self.max_total_tokens >= 16,
               f"max_total_tokens must be >= 16, got {self.max_total_tokens}")

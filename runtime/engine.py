@@ -142,19 +142,31 @@ class Engine(GenerateAPI):
                 done.set()
 
     def _resolve_grammars(self) -> None:
+        """Attach matchers to waiting requests whose grammar compiled; fail those whose compile
+        failed or exceeded grammar_compile_timeout_s (a hung compile then blocks nobody)."""
+        now = time.perf_counter()
         for req in list(self.scheduler.waiting):
             fut = req.grammar_future
-            if fut is None or req.grammar is not None or not fut.done():
+            if fut is None or req.grammar is not None:
+                continue
+            if not fut.done():
+                waited = now - req.created_at
+                if waited > self.config.grammar_compile_timeout_s:
+                    self._fail_waiting(req, f"grammar compile timed out after {waited:.0f} s "
+                                            f"(grammar_compile_timeout_s={self.config.grammar_compile_timeout_s})")
                 continue
             try:
                 req.grammar = fut.result().new_matcher()
             except Exception as e:
-                self.scheduler.waiting.remove(req)
-                req.error = f"grammar compile failed: {e}"
-                req.finish({"type": "abort", "message": req.error})
-                self.processor.emit(req)
+                self._fail_waiting(req, f"grammar compile failed: {e}")
             else:
                 req.grammar_future = None
+
+    def _fail_waiting(self, req: Req, message: str) -> None:
+        self.scheduler.waiting.remove(req)
+        req.error = message
+        req.finish({"type": "abort", "message": message})
+        self.processor.emit(req)
 
     # ---- background loop -------------------------------------------------------------------------
     def _ensure_loop(self) -> None:
@@ -166,9 +178,12 @@ class Engine(GenerateAPI):
     def _loop(self) -> None:
         try:
             while not self._stopped:
+                steps_before = self.num_steps
                 self.step()
-                if not self.scheduler.has_work() and self._inbox.empty():
-                    self._wakeup.wait(timeout=0.5)
+                if self._inbox.empty() and self.num_steps == steps_before:
+                    # idle, or only requests that cannot run yet (grammar compiling, pool full):
+                    # sleep until new work arrives instead of spinning
+                    self._wakeup.wait(timeout=0.5 if not self.scheduler.has_work() else 0.005)
                     self._wakeup.clear()
         except BaseException as e:
             logger.exception("engine loop died")
@@ -179,8 +194,9 @@ class Engine(GenerateAPI):
         for req in list(self.scheduler.waiting) + list(self.scheduler.running):
             req.error = message
             req.finish({"type": "abort", "message": message})
-            if req.on_output:
-                req.on_output(self.processor.build_output(req))
+            self.processor.emit(req)
+        self.scheduler.waiting.clear()
+        self.scheduler.running.clear()
         while True:
             try:
                 kind, arg = self._inbox.get_nowait()
@@ -189,7 +205,7 @@ class Engine(GenerateAPI):
             if kind == "add":
                 arg.error = message
                 arg.finish({"type": "abort", "message": message})
-                arg.on_output and arg.on_output(self.processor.build_output(arg))
+                self.processor.emit(arg)
             elif kind == "call":
                 arg[1].append(EngineStopped(message))
                 arg[2].set()
@@ -208,6 +224,9 @@ class Engine(GenerateAPI):
         return box[0]
 
     def shutdown(self) -> None:
+        """Stop the loop, fail what is still queued or running; a second call does nothing."""
+        if self._stopped:
+            return
         self._stopped = True
         self._wakeup.set()
         if self._thread is not None:

@@ -41,6 +41,10 @@ class GenerateAPI:
         if len(ids) + 1 > self.runner.pool.num_slots:
             raise InvalidRequest(f"prompt: {len(ids)} tokens does not fit the KV pool of "
                                  f"{self.runner.pool.num_slots} slots")
+        room = self.max_context_len - len(ids)
+        if params.max_new_tokens > room:
+            raise InvalidRequest(f"sampling_params.max_new_tokens: must be <= {room} for this {len(ids)}-token "
+                                 f"prompt (context window {self.max_context_len}), got {params.max_new_tokens}")
         start = -1 if logprob_start_len is None else logprob_start_len
         if not isinstance(start, int) or isinstance(start, bool) or start < -1 or start >= len(ids):
             raise InvalidRequest(f"logprob_start_len: must be -1 or in [0, {len(ids) - 1}] for this "

@@ -2,12 +2,15 @@
 checks, detokenization) and builds the outputs handed back to callers."""
 from __future__ import annotations
 
+import logging
 import time
 
 from .detokenizer import IncrementalDetokenizer
 from .model_runner import RunnerOutput
 from .request import Req, ReqOutput
 from .scheduler import ScheduledBatch
+
+logger = logging.getLogger("sgl_lang.runtime")
 
 
 class OutputProcessor:
@@ -109,7 +112,10 @@ class OutputProcessor:
         if req.is_finished:
             req.detok.finish()
         if req.on_output is not None:
-            req.on_output(self.build_output(req))
+            try:
+                req.on_output(self.build_output(req))
+            except Exception:  # a caller's callback failing (e.g. its event loop closed) is its problem
+                logger.exception("output callback of request %s raised; its output is dropped", req.rid)
 
     def build_output(self, req: Req) -> ReqOutput:
         text = req.detok.text[:req.detok.sent_len] if not req.is_finished else req.detok.text

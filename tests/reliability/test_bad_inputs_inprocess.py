@@ -70,9 +70,6 @@ def test_engine_grammar_failing_late_fails_only_its_request(engine):
     assert_engine_idle(engine)
 
 
-@pytest.mark.xfail(strict=True, reason="Engine.make_request accepts max_new_tokens far beyond the context "
-                                       "window (SGLang refuses it); the request then runs to the end of the "
-                                       "window. The HTTP server refuses it itself (engine_client).")
 def test_engine_refuses_absurd_max_new_tokens(engine):
     from sgl_lang.runtime.sampling_params import SamplingParams
     with pytest.raises(InvalidRequest, match="max_new_tokens"):

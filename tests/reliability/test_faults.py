@@ -151,12 +151,21 @@ def test_hung_grammar_compile_blocks_only_its_request(engine, monkeypatch):
     assert_engine_idle(engine)
 
 
-@pytest.mark.xfail(strict=True, reason="the engine has no grammar compile timeout: a compile that never "
-                                       "finishes keeps its request waiting forever (only abort frees it)")
 def test_grammar_compile_timeout_fails_the_request(engine, monkeypatch):
-    from sgl_lang.runtime.config import EngineConfig
-    assert any("grammar" in f and "timeout" in f for f in EngineConfig.__dataclass_fields__), \
-        "EngineConfig has no grammar compile timeout flag"
+    """A compile that never finishes fails its request after grammar_compile_timeout_s."""
+    import dataclasses
+    hung: Future = Future()  # never completes
+    real = engine.grammar.compile_async
+    monkeypatch.setattr(engine.grammar, "compile_async",
+                        lambda kind, spec: hung if spec == "hang-forever" else real(kind, spec))
+    monkeypatch.setattr(engine, "config", dataclasses.replace(engine.config, grammar_compile_timeout_s=0.5))
+    req, outs, done = _submit(engine, "Hi", {"regex": "hang-forever", "max_new_tokens": 4})
+    good = engine.generate("a", {"max_new_tokens": 3, "temperature": 0})
+    assert "error" not in good
+    assert done.wait(30)
+    assert outs[-1].meta_info["finish_reason"]["type"] == "abort"
+    assert "timed out" in outs[-1].error
+    assert_engine_idle(engine)
 
 
 class _ExplodingMatcher:

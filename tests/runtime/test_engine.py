@@ -227,3 +227,28 @@ def test_a_failing_grammar_ends_only_its_request(engine_fp32, chat, monkeypatch)
     assert bad["meta_info"]["finish_reason"]["type"] == "abort"
     assert "simulated grammar library failure" in bad["error"]
     assert good["meta_info"]["completion_tokens"] == 8 and "error" not in good
+
+
+def test_a_raising_output_callback_does_not_kill_the_loop(engine_fp32):
+    from sgl_lang.runtime.sampling_params import SamplingParams
+    req = engine_fp32.make_request("Hello", SamplingParams(max_new_tokens=3))
+
+    def broken(_output):
+        raise RuntimeError("caller's callback is broken")
+
+    req.on_output = broken
+    engine_fp32.add_request(req)
+    out = engine_fp32.generate("Hello", {"max_new_tokens": 3})  # queued behind it; served normally
+    assert out["meta_info"]["completion_tokens"] == 3
+
+
+def test_absurd_max_new_tokens_is_refused(engine_fp32):
+    with pytest.raises(InvalidRequest, match="max_new_tokens"):
+        engine_fp32.generate("Hi", {"max_new_tokens": 10 ** 9})
+
+
+def test_shutdown_twice_is_harmless():
+    eng = Engine(dtype="float32", max_total_tokens=256)
+    assert eng.generate("Hi", {"max_new_tokens": 2})["meta_info"]["completion_tokens"] == 2
+    eng.shutdown()
+    eng.shutdown()
