@@ -8,9 +8,9 @@ loop so many threads (run_batch, HTTP clients) share one continuously batched mo
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
+from concurrent.futures import Future
 import threading
 import time
 from typing import Any, Optional
@@ -28,10 +28,51 @@ from .scheduler import Scheduler
 logger = logging.getLogger("sgl_lang.runtime")
 
 
+class _TorchWorker:
+    """One daemon thread that runs the callables submitted to it, in order."""
+
+    def __init__(self):
+        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sgl-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn) -> Future:
+        fut: Future = Future()
+        self._queue.put((fn, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            fn, fut = self._queue.get()
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # handed to the submitter
+                fut.set_exception(e)
+            del fn, fut  # hold nothing (e.g. the engine) while parked
+
+
 class Engine(GenerateAPI):
     def __init__(self, model_path: Optional[str] = None, **flags: Any):
-        self.config = cfg = EngineConfig.from_kwargs(model_path=model_path, **flags)
+        self.config = EngineConfig.from_kwargs(model_path=model_path, **flags)
         t0 = time.perf_counter()
+        # Every torch call of the engine (loading, then the loop) runs on this one thread: on CPU,
+        # OpenMP keeps a thread team per calling thread, and two teams on a small box (one left
+        # by loading on the caller's thread, one for the loop) cost about a third of decode speed.
+        self._worker = _TorchWorker()
+        self._worker.submit(self._load).result()
+        self._grammar = None
+        self._inbox: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
+        self._wakeup = threading.Event()
+        self._stopped = False
+        self._loop_error: Optional[BaseException] = None
+        self._loop_future: Optional[Future] = None
+        self._lock = threading.Lock()
+        self.num_steps = 0
+        self.num_generated_tokens = 0
+        self.load_time = time.perf_counter() - t0
+
+    def _load(self) -> None:
+        cfg = self.config
         self.device = cfg.resolved_device()
         self.dtype = cfg.resolved_dtype()
         if self.device == "cpu" and cfg.num_threads:
@@ -55,17 +96,6 @@ class Engine(GenerateAPI):
         self.scheduler = Scheduler(cfg, self.runner.pool, self.max_context_len)
         self.processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_context_len,
                                          jump_forward=not cfg.disable_jump_forward)
-        self._grammar = None
-        self._inbox: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
-        self._wakeup = threading.Event()
-        self._stopped = False
-        self._loop_error: Optional[BaseException] = None
-        self._thread: Optional[threading.Thread] = None
-        self._lock = threading.Lock()
-        self._rid_counter = itertools.count()
-        self.num_steps = 0
-        self.num_generated_tokens = 0
-        self.load_time = time.perf_counter() - t0
 
     # ---- model facts -----------------------------------------------------------------------
     def _eos_ids(self) -> tuple[int, ...]:
@@ -171,9 +201,8 @@ class Engine(GenerateAPI):
     # ---- background loop -------------------------------------------------------------------------
     def _ensure_loop(self) -> None:
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="sgl-engine", daemon=True)
-                self._thread.start()
+            if self._loop_future is None:
+                self._loop_future = self._worker.submit(self._loop)
 
     def _loop(self) -> None:
         try:
@@ -212,7 +241,7 @@ class Engine(GenerateAPI):
 
     def call_in_loop(self, fn):
         """Run fn() on the engine thread between steps and return its result."""
-        if self._thread is None or not self._thread.is_alive():
+        if self._loop_future is None or self._loop_future.done():
             return fn()  # no loop (yet, or any more): nothing else mutates engine state
         box: list = []
         done = threading.Event()
@@ -229,8 +258,13 @@ class Engine(GenerateAPI):
             return
         self._stopped = True
         self._wakeup.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._loop_future is not None:
+            try:
+                self._loop_future.result(timeout=10)  # the loop logs and reports its own failures
+            except TimeoutError:
+                logger.warning("engine loop did not stop within 10 s; failing its requests anyway")
+        # The worker thread is left parked (daemon, holding no reference to the engine): a thread
+        # that loaded the model and then exits makes the C++ runtime abort at process exit.
         self._fail_all("engine shut down")
         if self._grammar is not None:
             self._grammar.close()
