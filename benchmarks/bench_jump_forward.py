@@ -7,9 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
-import time
 
+from benchmarks.bench_engine import concurrent
 from benchmarks.report import table, write_section
 
 SCHEMA = {
@@ -25,21 +24,6 @@ SCHEMA = {
     "required": ["name", "age", "city", "occupation", "is_married", "hobbies"],
     "additionalProperties": False,
 }
-
-
-def run(engine, prompts, params):
-    outs = [None] * len(prompts)
-
-    def one(i):
-        outs[i] = engine.generate(prompts[i], params)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return outs, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -61,7 +45,7 @@ def main() -> None:
                 tokenize=False, add_generation_prompt=True) for i in range(args.num_requests)]
             eng.generate(prompts[0], params)  # warm-up (grammar compile, caches)
             s0 = eng.get_stats()
-            outs, dt = run(eng, prompts, params)
+            outs, dt = concurrent(eng, prompts, params)
             s1 = eng.get_stats()
             valid = sum(1 for o in outs if _valid(o["text"]))
             toks = sum(o["meta_info"]["completion_tokens"] for o in outs)
