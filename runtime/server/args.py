@@ -24,6 +24,7 @@ ENGINE_FLAG_HELP = {
     "mem_fraction_static": "GPU: fraction of device memory for weights + KV cache",
     "kv_cache_bytes": "CPU: byte budget of the KV cache",
     "max_total_tokens": "KV pool size in tokens (overrides the memory budget)",
+    "grammar_compile_timeout_s": "fail a request whose grammar is still compiling after this many seconds",
     "quantization": "int8: weight-only int8 linear layers on CPU (about half the bytes read per token)",
     "max_running_requests": "most requests decoded together in one batch",
     "max_queued_requests": "most requests waiting for admission",

@@ -51,11 +51,12 @@ def test_chat_stop_and_stream(client):
 
 def test_chat_json_schema_and_regex(client):
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10},
-                                               "population_millions": {"type": "integer"}},
+                                               "population_millions": {"type": "integer", "minimum": 0, "maximum": 1000}},
               "required": ["city", "population_millions"], "additionalProperties": False}
     r = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Describe Paris as JSON."}], max_tokens=40, temperature=0,
+        model=MODEL, messages=[{"role": "user", "content": "Describe Paris as JSON."}], max_tokens=80, temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
     value = json.loads(r.choices[0].message.content)
     assert set(value) == {"city", "population_millions"} and isinstance(value["population_millions"], int)
     r = client.chat.completions.create(model=MODEL, messages=Q, max_tokens=10, temperature=0,
