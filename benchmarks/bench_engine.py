@@ -33,12 +33,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--out-len", type=int, default=64)
+    ap.add_argument("--quantization", default=None, choices=[None, "int8"])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     from sgl_lang.runtime.engine import Engine
 
     t0 = time.perf_counter()
-    eng = Engine(dtype=args.dtype)
+    eng = Engine(dtype=args.dtype, quantization=args.quantization)
     load_s = time.perf_counter() - t0
     tok = eng.tokenizer
     rows = []
@@ -72,7 +73,7 @@ def main() -> None:
     few = {"temperature": 0, "max_new_tokens": 4, "stop": ["\n"]}
     fs_rows = []
     for disable in (False, True):
-        e = Engine(dtype=args.dtype, disable_radix_cache=disable)
+        e = Engine(dtype=args.dtype, quantization=args.quantization, disable_radix_cache=disable)
         e.generate(qs[0], few)  # warm-up; with the cache on this also caches the shots
         outs, dt = concurrent(e, qs, few)
         st = e.get_stats()
@@ -85,12 +86,13 @@ def main() -> None:
     t1 = table(["workload", "prompt len", "out len", "seconds", "tok/s", "unit"], rows)
     t2 = table(["radix cache", "requests", "prompt tokens", "tokens computed", "seconds", "requests/s",
                 "hit rate"], fs_rows)
-    body = (f"Default model (SmolLM2-135M-Instruct), dtype {args.dtype}, model load {load_s:.1f} s "
+    quant = f", weight-only {args.quantization}" if args.quantization else ""
+    body = (f"Default model (SmolLM2-135M-Instruct), dtype {args.dtype}{quant}, model load {load_s:.1f} s "
             f"(from the converted cache folder).\n\n{t1}\n\nShared-prefix few-shot (40 shots, ~{prompt // len(qs)} "
             f"prompt tokens each, 32 concurrent requests, 4 output tokens):\n\n{t2}\n")
     print(body)
     if not args.no_write:
-        write_section("Engine on CPU (issue 3)", body, "python -m benchmarks.bench_engine " + " ".join(sys.argv[1:]))
+        write_section(f"Engine on CPU (issue 3){quant}", body, "python -m benchmarks.bench_engine " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
