@@ -35,13 +35,14 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
         top_logprobs_num: Optional[int] = None, return_text_in_logprobs: Optional[bool] = None,
         dtype=None, choices: Optional[Sequence[str]] = None,
         choices_method: Optional[ChoicesMethod] = None, regex: Optional[str] = None,
-        json_schema=None) -> Expr:
+        json_schema=None, ebnf: Optional[str] = None) -> Expr:
     """Generate text into variable `name`. None arguments inherit the defaults given to run().
-    With `choices`, this is a `select`."""
+    With `choices`, this is a `select`. `ebnf` (beyond SGLang's frontend) constrains the output to
+    an EBNF grammar (xgrammar's dialect, or Lark through llguidance)."""
     _check_name(name)
     if choices is not None:
-        if regex is not None or json_schema is not None or dtype is not None:
-            raise InvalidArgument("gen(choices=...) cannot be combined with regex, json_schema or dtype")
+        if regex is not None or json_schema is not None or ebnf is not None or dtype is not None:
+            raise InvalidArgument("gen(choices=...) cannot be combined with regex, json_schema, ebnf or dtype")
         return select(name, choices, temperature if temperature is not None else 0.0,
                       choices_method or token_length_normalized)
     params = make_gen_params(
@@ -50,7 +51,7 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty, ignore_eos=ignore_eos,
         return_logprob=return_logprob, logprob_start_len=logprob_start_len,
         top_logprobs_num=top_logprobs_num, return_text_in_logprobs=return_text_in_logprobs,
-        dtype=dtype, regex=regex, json_schema=json_schema)
+        dtype=dtype, regex=regex, json_schema=json_schema, ebnf=ebnf)
     return Gen(name, params)
 
 

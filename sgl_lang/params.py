@@ -97,7 +97,7 @@ def make_gen_params(*, max_new_tokens=None, min_new_tokens=None, n=None, stop=No
                     stop_regex=None, temperature=None, top_p=None, top_k=None, min_p=None,
                     frequency_penalty=None, presence_penalty=None, ignore_eos=None, return_logprob=None,
                     logprob_start_len=None, top_logprobs_num=None, return_text_in_logprobs=None,
-                    dtype=None, regex=None, json_schema=None) -> GenParams:
+                    dtype=None, regex=None, json_schema=None, ebnf=None) -> GenParams:
     """Validate user-facing sampling arguments (None = inherit) into a GenParams."""
     if stop_regex is not None:
         raise UnsupportedFeature("stop_regex is not supported yet; use stop= or regex=")
@@ -111,8 +111,10 @@ def make_gen_params(*, max_new_tokens=None, min_new_tokens=None, n=None, stop=No
     if stop_token_ids is not None:
         stop_token_ids = tuple(_int("stop_token_ids[]", t, 0) for t in stop_token_ids)
     regex, json_schema = normalize_regex(regex), normalize_json_schema(json_schema)
-    if regex is not None and json_schema is not None:
-        raise InvalidArgument("regex and json_schema are mutually exclusive")
+    if ebnf is not None and (not isinstance(ebnf, str) or not ebnf.strip()):
+        raise InvalidArgument(f"ebnf: expected a non-empty grammar string, got {ebnf!r}")
+    if sum(x is not None for x in (regex, json_schema, ebnf)) > 1:
+        raise InvalidArgument("regex, json_schema and ebnf are mutually exclusive")
     return GenParams(
         max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, n=_int("n", n, 1),
         stop=normalize_stop(stop), stop_token_ids=stop_token_ids,
@@ -125,7 +127,7 @@ def make_gen_params(*, max_new_tokens=None, min_new_tokens=None, n=None, stop=No
         logprob_start_len=_int("logprob_start_len", logprob_start_len, -1),
         top_logprobs_num=_int("top_logprobs_num", top_logprobs_num, 0),
         return_text_in_logprobs=_bool("return_text_in_logprobs", return_text_in_logprobs),
-        dtype=normalize_dtype(dtype), regex=regex, json_schema=json_schema,
+        dtype=normalize_dtype(dtype), regex=regex, json_schema=json_schema, ebnf=ebnf,
     )
 
 

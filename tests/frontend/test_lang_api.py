@@ -145,3 +145,15 @@ def test_public_surface_and_no_torch_on_import():
 
 def test_int_regex_constant_matches_sglang():
     assert REGEX_INT == r"[-+]?[0-9]+[ \n]*"
+
+
+def test_gen_ebnf_is_carried_and_exclusive():
+    import pytest as _pytest
+    import sgl_lang as sgl
+    from sgl_lang.errors import InvalidArgument
+    g = sgl.gen("x", ebnf='root ::= "a"')
+    assert g.params.ebnf == 'root ::= "a"'
+    with _pytest.raises(InvalidArgument, match="mutually exclusive"):
+        sgl.gen("x", regex="a", ebnf='root ::= "a"')
+    with _pytest.raises(InvalidArgument, match="ebnf"):
+        sgl.gen("x", ebnf="  ")

@@ -43,3 +43,18 @@ def test_run_batch_shares_the_constant_prefix(local_runtime):
     prompt = [st.get_meta_info("a")["prompt_tokens"] for st in states]
     # the constant prefix (3 lines, ~50 tokens) was cached before the batch ran
     assert all(c >= 40 for c in cached), (cached, prompt)
+
+
+def test_gen_with_ebnf_grammar(local_runtime):
+    """gen(ebnf=...) goes beyond SGLang's frontend: the answer follows the grammar."""
+    import re
+    import sgl_lang as sgl
+
+    @sgl.function
+    def answer(s):
+        s += sgl.user("Is the sky blue? Answer and give a confidence from 1 to 9.")
+        s += sgl.assistant(sgl.gen("a", max_tokens=12, temperature=0,
+                                   ebnf='root ::= ("yes" | "no") ", confidence " [1-9]'))
+
+    state = answer.run(backend=local_runtime)
+    assert re.fullmatch(r"(yes|no), confidence [1-9]", state["a"]), state["a"]
