@@ -9,16 +9,17 @@ import sgl_lang as sgl
 
 @sgl.function
 def tip_suggestion(s, topic):
-    s += f"Here are two short tips about {topic}.\n"
-    s += "1. Drink water.\n2. Sleep enough.\n\n"
+    s += sgl.system("You are a helpful assistant. Answer in one sentence.")
+    s += sgl.user(f"Here are two short tips about {topic}: 1. Drink water. 2. Sleep enough.")
+    s += sgl.assistant("Thanks, I will keep them in mind.")
 
     forks = s.fork(2)
-    forks += lambda i: f"Explain tip {i + 1} in one sentence: " + sgl.gen("detail", max_tokens=40, stop="\n")
+    forks += lambda i: (sgl.user(f"Explain tip {i + 1} in one sentence.")
+                        + sgl.assistant(sgl.gen("detail", max_tokens=40, stop="\n")))
     forks.join()  # s["detail"] is now a list, one entry per fork, in fork order
 
-    s += "Tip 1: " + s["detail"][0] + "\n"
-    s += "Tip 2: " + s["detail"][1] + "\n"
-    s += "In one sentence, why do these tips matter? " + sgl.gen("summary", max_tokens=40, stop="\n")
+    s += sgl.user(f"Tip 1: {s['detail'][0]} Tip 2: {s['detail'][1]} Why do these tips matter?")
+    s += sgl.assistant(sgl.gen("summary", max_tokens=40, stop="\n"))
 
 
 def main():
