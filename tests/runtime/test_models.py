@@ -365,3 +365,17 @@ def test_mixed_batch_decodes_first_then_extends_matches_reference():
     out = TorchAttentionBackend().forward(q, k, v, 1, fb, pool)
     torch.testing.assert_close(out, _attention_reference(q, pool.k_buffer[1], pool.v_buffer[1], fb),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_int8_linear_uses_int8_for_few_rows_and_float_gemm_for_many():
+    from sgl_lang.runtime.layers.quantization import INT8_MAX_ROWS, Int8WeightOnlyLinear
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(96, 64, generator=g).to(torch.bfloat16)
+    lin = Int8WeightOnlyLinear(w, None)
+    few = torch.randn(INT8_MAX_ROWS, 64, generator=g).to(torch.bfloat16)
+    many = torch.randn(INT8_MAX_ROWS + 12, 64, generator=g).to(torch.bfloat16)
+    exact_few = torch.nn.functional.linear(few, w)
+    q_few = lin(few)
+    assert not torch.equal(q_few, exact_few)  # the int8 kernel ran (rounding shows)
+    assert ((q_few.float() - exact_few.float()).norm() / exact_few.float().norm()) < 0.02
+    assert torch.equal(lin(many), torch.nn.functional.linear(many, w))  # the float GEMM ran
