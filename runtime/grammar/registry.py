@@ -82,6 +82,11 @@ def validate_spec(kind: str, spec) -> str:
         if not isinstance(schema, (dict, bool)):
             raise GrammarCompileError(f"json_schema must be a JSON object (or boolean), "
                                       f"got {type(schema).__name__}")
+        remote = _first_remote_ref(schema)
+        if remote is not None:
+            # backends would silently drop it and constrain nothing there; nothing is fetched
+            raise GrammarCompileError(f"json_schema: $ref {remote!r} points outside the schema; only "
+                                      f"local references ('#/...') are supported")
     elif kind == "regex":
         if not spec:
             raise GrammarCompileError("regex is empty")
@@ -92,6 +97,21 @@ def validate_spec(kind: str, spec) -> str:
     elif kind == "ebnf" and not spec.strip():
         raise GrammarCompileError("ebnf grammar is empty")
     return spec
+
+
+def _first_remote_ref(node) -> Optional[str]:
+    """The first `$ref` value that is not a local JSON pointer ('#...'), or None."""
+    stack = [node]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, dict):
+            ref = cur.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                return ref
+            stack.extend(cur.values())
+        elif isinstance(cur, list):
+            stack.extend(cur)
+    return None
 
 
 class GrammarRegistry:

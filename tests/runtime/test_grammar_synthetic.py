@@ -43,3 +43,14 @@ def test_regex_masks_follow_the_automaton(registry):
 def test_forced_text(registry):
     matcher = registry.compile("regex", "ab-[01]").new_matcher()
     assert matcher.jump_forward_string() == "ab-"
+
+
+def test_remote_ref_is_refused_not_silently_ignored():
+    import json as _json
+    import pytest as _pytest
+    from sgl_lang.runtime.grammar import GrammarCompileError, validate_spec
+    local = {"$defs": {"n": {"type": "integer"}}, "type": "object", "properties": {"a": {"$ref": "#/$defs/n"}}}
+    assert _json.loads(validate_spec("json_schema", local)) == local
+    remote = {"type": "object", "properties": {"a": {"items": [{"$ref": "https://example.com/s.json"}]}}}
+    with _pytest.raises(GrammarCompileError, match="https://example.com/s.json"):
+        validate_spec("json_schema", remote)
