@@ -88,6 +88,9 @@ class Engine(GenerateAPI):
         if cfg.quantization == "int8":
             from .layers.quantization import quantize_int8_weight_only
             quantize_int8_weight_only(self.loaded.model)
+        else:
+            from .layers.cpu_packed_linear import pack_linears_for_cpu
+            pack_linears_for_cpu(self.loaded.model)  # bf16 on CPU only; a no-op elsewhere
         self.tokenizer = load_tokenizer(cfg.tokenizer_path or self.model_dir)
         self.max_context_len = min(cfg.context_length or self.loaded.max_context_len,
                                    self.loaded.max_context_len)

@@ -379,3 +379,20 @@ def test_int8_linear_uses_int8_for_few_rows_and_float_gemm_for_many():
     assert not torch.equal(q_few, exact_few)  # the int8 kernel ran (rounding shows)
     assert ((q_few.float() - exact_few.float()).norm() / exact_few.float().norm()) < 0.02
     assert torch.equal(lin(many), torch.nn.functional.linear(many, w))  # the float GEMM ran
+
+
+def test_prepacked_bf16_linears_give_the_same_logits(tmp_path):
+    """pack_linears_for_cpu swaps every linear layer and the LM head for oneDNN-prepacked
+    weights; the logits must stay bit-identical to the plain model's."""
+    from sgl_lang.runtime.layers.cpu_packed_linear import PackedLinear, can_pack, pack_linears_for_cpu
+    if not can_pack(torch.bfloat16, torch.device("cpu")):
+        pytest.skip("oneDNN prepacking is not available in this torch build")
+    _save_tiny("qwen2", tmp_path)
+    ref_lm, lm = (load_model(str(tmp_path), torch.bfloat16, "cpu") for _ in range(2))
+    replaced = pack_linears_for_cpu(lm.model)
+    assert replaced == 4 * lm.num_layers + 1 == sum(isinstance(m, PackedLinear) for m in lm.model.modules())
+    prompt = torch.randint(3, 97, (23,), generator=torch.Generator().manual_seed(3)).tolist()
+    ref = Driver(ref_lm).step([Seq()], [prompt], all_logits=True)
+    out = Driver(lm).step([Seq()], [prompt], all_logits=True)
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    assert pack_linears_for_cpu(load_model(str(tmp_path), torch.float32, "cpu").model) == 0  # bf16 only

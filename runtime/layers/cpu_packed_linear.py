@@ -1,0 +1,63 @@
+"""oneDNN-prepacked weights for bf16 linear layers on CPU, applied from outside to a loaded model.
+
+F.linear in bf16 on CPU reorders the weight into oneDNN's blocked layout on every call; doing it
+once at load time gives the same numbers (bit for bit, checked in tests) and is faster, most at
+decode batch sizes (measured here: 1.5-2.4x at 1 row, 1.2-1.4x at 32 rows, equal at 500):
+
+    packed = mkldnn._reorder_linear_weight(W [out, in] bf16, batch_hint)   # opaque oneDNN tensor
+    y      = mkldnn._linear_pointwise(x [n, in], packed, b, "none", [], "")  # == F.linear(x, W, b)
+
+Only tp_size-1 layers in bf16 on CPU are packed; everything else is left as it is.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .embedding import ParallelLMHead
+from .linear import LinearBase
+
+_BATCH_HINT = 32  # oneDNN picks its blocking for this many rows; any row count still works
+
+
+def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
+    return (device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class PackedLinear(nn.Module):
+    """Drop-in for a tp_size-1 linear layer: x [..., in] -> [..., out] (float32 when out_float32)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_float32: bool = False):
+        super().__init__()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _BATCH_HINT)
+        self.bias = None if bias is None else bias.detach()
+        self.out_float32 = out_float32
+        self.in_features = weight.shape[1]
+        self.out_features = weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # [n, in]
+        y = torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")  # [n, out]
+        if self.out_float32:
+            y = y.float()
+        return y.reshape(*lead, self.out_features)
+
+
+def pack_linears_for_cpu(model: nn.Module) -> int:
+    """Replace every tp_size-1 bf16 linear layer (and the LM head) with a PackedLinear, in place.
+    Returns how many were replaced (0 where packing does not apply)."""
+    targets = []
+    for name, module in model.named_modules():
+        is_lm_head = isinstance(module, ParallelLMHead)
+        if (isinstance(module, LinearBase) or is_lm_head) and module.tp_size == 1 \
+                and can_pack(module.weight.dtype, module.weight.device):
+            targets.append((name, module, is_lm_head))
+    for name, module, is_lm_head in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        bias = None if is_lm_head else module.bias
+        with torch.no_grad():
+            setattr(parent, child, PackedLinear(module.weight, bias, out_float32=is_lm_head))
+    return len(targets)
