@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .embedding import ParallelLMHead
-from .linear import LinearBase
+from .layer_swap import replace_linear_layers
 
 _BATCH_HINT = 32  # oneDNN picks its blocking for this many rows; any row count still works
 
@@ -48,16 +47,6 @@ class PackedLinear(nn.Module):
 def pack_linears_for_cpu(model: nn.Module) -> int:
     """Replace every tp_size-1 bf16 linear layer (and the LM head) with a PackedLinear, in place.
     Returns how many were replaced (0 where packing does not apply)."""
-    targets = []
-    for name, module in model.named_modules():
-        is_lm_head = isinstance(module, ParallelLMHead)
-        if (isinstance(module, LinearBase) or is_lm_head) and module.tp_size == 1 \
-                and can_pack(module.weight.dtype, module.weight.device):
-            targets.append((name, module, is_lm_head))
-    for name, module, is_lm_head in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        bias = None if is_lm_head else module.bias
-        with torch.no_grad():
-            setattr(parent, child, PackedLinear(module.weight, bias, out_float32=is_lm_head))
-    return len(targets)
+    return replace_linear_layers(
+        model, lambda name, m, is_lm_head: m.tp_size == 1 and can_pack(m.weight.dtype, m.weight.device),
+        lambda w, b, is_lm_head: PackedLinear(w, b, out_float32=is_lm_head))

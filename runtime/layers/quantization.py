@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embedding import ParallelLMHead
-from .linear import LinearBase
+from .layer_swap import replace_linear_layers
 
 
 INT8_MAX_ROWS = 4  # inputs with more rows use the float weight (see Int8WeightOnlyLinear)
@@ -74,21 +73,16 @@ def quantize_int8_weight_only(model: nn.Module, include_lm_head: bool = True) ->
     Returns the number of layers replaced. Only tensor-parallel size 1 and CPU are supported
     (the int8 kernel used here is a CPU kernel).
     """
-    targets = []
-    for name, module in model.named_modules():
-        is_lm_head = isinstance(module, ParallelLMHead)
-        if isinstance(module, LinearBase) or (include_lm_head and is_lm_head):
-            if module.tp_size != 1:
-                raise QuantizationUnsupported(f"{name}: int8 weight-only needs tp_size 1, "
-                                              f"got {module.tp_size}")
-            if module.weight.device.type != "cpu":
-                raise QuantizationUnsupported(f"{name}: int8 weight-only runs on CPU, "
-                                              f"got {module.weight.device}")
-            targets.append((name, module, is_lm_head))
-    for name, module, is_lm_head in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        bias = None if is_lm_head else module.bias
-        with torch.no_grad():
-            setattr(parent, child, Int8WeightOnlyLinear(module.weight, bias, out_float32=is_lm_head))
-    return len(targets)
+    def accept(name: str, module: nn.Module, is_lm_head: bool) -> bool:
+        if is_lm_head and not include_lm_head:
+            return False
+        if module.tp_size != 1:
+            raise QuantizationUnsupported(f"{name}: int8 weight-only needs tp_size 1, "
+                                          f"got {module.tp_size}")
+        if module.weight.device.type != "cpu":
+            raise QuantizationUnsupported(f"{name}: int8 weight-only runs on CPU, "
+                                          f"got {module.weight.device}")
+        return True
+
+    return replace_linear_layers(
+        model, accept, lambda w, b, is_lm_head: Int8WeightOnlyLinear(w, b, out_float32=is_lm_head))
