@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,10 @@ from typing import Optional, Sequence
 
 import httpx
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # tests/process_helpers.py
+from process_helpers import free_port, spawn_module, wait_healthy  # noqa: E402
+
 API_KEY = "reliability-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:
@@ -41,25 +36,10 @@ class ServerProcess:
         return httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
 
     def start(self, timeout: float = 180) -> "ServerProcess":
-        log = open(self.log_path, "w")
-        cmd = [sys.executable, "-m", "sgl_lang.launch_server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--log-level", "warning", *self.flags]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        log.close()
-        deadline = time.time() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:  # not listening yet
-                pass
-            if time.time() > deadline:
-                self.kill()
-                raise RuntimeError(f"server not healthy after {timeout}s:\n{self.log()[-3000:]}")
-            time.sleep(0.3)
+        self.proc = spawn_module("sgl_lang.launch_server", ["--host", "127.0.0.1", "--port", str(self.port),
+                                                            "--log-level", "warning", *self.flags], self.log_path)
+        wait_healthy(self.proc, self.url, self.log_path, timeout)
+        return self
 
     def log(self) -> str:
         with open(self.log_path) as f:

@@ -3,12 +3,12 @@
 replicas; streaming passes through; stopping the router stops its replicas."""
 import json
 import os
-import subprocess
 import sys
 import time
 
 import pytest
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # tests/process_helpers.py
 
 httpx = pytest.importorskip("httpx")
 pytestmark = pytest.mark.slow
@@ -22,45 +22,19 @@ GROUPS = {
 }
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def router_url():
-    port = _free_port()
-    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"sgl_lang_router_{port}.log"), "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sgl_lang.router", "--dp-size", "2", "--port", str(port),
-         "--num-threads", "1", "--max-total-tokens", "4096", "--context-length", "1024"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    from process_helpers import free_port, log_path, spawn_module, stop, wait_healthy
+    port = free_port()
+    log = log_path("router", port)
+    proc = spawn_module("sgl_lang.router", ["--dp-size", "2", "--port", str(port), "--num-threads", "1",
+                                            "--max-total-tokens", "4096", "--context-length", "1024"], log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
     try:
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"router exited with {proc.returncode}:\n{log.read()[-3000:]}")
-            try:
-                is_up = httpx.get(url + "/health", timeout=1).status_code == 200
-            except httpx.TransportError:  # replicas still loading: the router is not listening yet
-                is_up = False
-            if is_up:
-                break
-            assert time.time() < deadline, "router did not become healthy in 240 s"
-            time.sleep(0.5)
+        wait_healthy(proc, url, log, timeout=240, what="router")  # replicas load before it listens
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        stop(proc, timeout=30)
 
 
 def _generate(url: str, text: str) -> dict:

@@ -2,8 +2,6 @@
 port, shared by every test of this folder; it runs with an API key and a small body limit so the
 guard paths are exercised too."""
 import os
-import socket
-import subprocess
 import sys
 import time
 
@@ -17,46 +15,25 @@ API_KEY = "test-key"
 MAX_REQUEST_BYTES = 256 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server_url():
-    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
-    port = _free_port()
-    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"sgl_lang_server_{port}.log"), "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sgl_lang.launch_server", "--host", "127.0.0.1", "--port", str(port),
-         "--api-key", API_KEY, "--max-request-bytes", str(MAX_REQUEST_BYTES), "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    from process_helpers import free_port, log_path, spawn_module, stop, wait_healthy
+    port = free_port()
+    log = log_path("server", port)
+    proc = spawn_module("sgl_lang.launch_server", ["--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY,
+                                                   "--max-request-bytes", str(MAX_REQUEST_BYTES),
+                                                   "--log-level", "warning"], log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
     try:
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read()[-3000:]}")
-            try:
-                is_up = httpx.get(url + "/health", timeout=1).status_code == 200
-            except httpx.TransportError:  # not listening yet
-                is_up = False
-            if is_up:
-                break
-            if time.time() > deadline:
-                pytest.fail("server did not become healthy in 120 s")
-            time.sleep(0.5)
+        try:
+            wait_healthy(proc, url, log, timeout=120)
+        except RuntimeError as e:
+            pytest.fail(str(e))
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")
