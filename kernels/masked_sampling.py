@@ -1,251 +1,111 @@
 """masked_sample: grammar bitmask + temperature + top-k/top-p/min-p + the draw, fused per row.
 
-Exact semantics, per row b (x = logits[b] as float32, V = vocab size):
-    if has_mask[b]:  x[j] = -inf wherever bit j of bitmask[b] is 0
-    allowed = x > -inf;  if not any(allowed): token[b] = -1  (a dead end: nothing may be drawn)
-    if temperature[b] == 0:  token[b] = argmax(x)                        (first index on ties)
+Exact semantics, per row b (x = logits[b] as float32, V = vocab size; the runtime sampler's):
+    if bitmask given and has_mask[b]:  x[j] = -inf wherever bit j of bitmask[b] is 0
+    allowed = x > -inf;  lse = logsumexp(x)
+    if not any(allowed): token = dead_token, logprob = -inf
+    elif temperature[b] <= 0 or is_greedy[b]:  token = argmax(x)           (first index on ties)
     else:
-        s = x / temperature[b];  m = max(s);  p = exp(s - m) / sum(exp(s - m))
-        keep[j] = allowed[j]
-              and (top_k[b] <= 0 or #{i: s[i] > s[j]} < top_k[b])            (top-k)
-              and (top_p[b] >= 1 or sum(p[i] for s[i] > s[j]) < top_p[b])    (top-p)
-              and s[j] - m >= log(min_p[b])                                    (min-p; 0 = off)
-        token[b] = argmax over keep of s[j] + gumbel(seed[b], step[b], j)    (first index on ties)
-The filters use the unrenormalised probabilities (SGLang/vLLM order); each is "s[j] >= threshold",
-so the kernel finds one threshold per row and draws with Gumbel-max (no sort, no host sync).
-gumbel(seed, step, j) = -log(-log(u)), u from a counter hash of (seed, step, j) implemented
-identically in torch and Triton, so reference and kernel draw the same token from the same seed.
+        s = x * (1 / temperature[b])          (the reciprocal correctly rounded; as the sampler)
+        top-k (0 < top_k[b] < V):  s[j] = -inf where s[j] < k-th largest s
+        top-p (top_p[b] < 1):      on softmax of what top-k kept, in descending order, keep a
+                                   token if the mass strictly above its value is < top_p
+                                   (the largest value is always kept)
+        min-p (min_p[b] > 0):      s[j] = -inf where s[j] < max(s) + log(min_p[b])
+        token = argmax(s + gumbel(noise_keys[b], j))                          (Gumbel-max)
+    logprob = x[token] - lse        (temperature 1, before the filters, as the sampler returns)
+gumbel is sampling_noise.gumbel_noise, so a row draws the same token as runtime/sampler.py's
+torch path from the same noise key (up to float rounding at exact ties and mass boundaries).
 
-Passes over a row in the Triton kernel (one program per row, the row streamed in BLOCK chunks):
-    greedy / plain temperature rows: 1 pass (mask, scale, Gumbel-max fused);
-    min-p rows: 2 (the max first);  top-k/top-p rows: 2 + 32 + 1: after max and normaliser, a
-    bisection over the 32-bit ordered float keys finds the exact threshold, each step counting
-    (top-k) and summing probability (top-p) at once. A radix select (4 passes x 256 bins) would
-    cut the 32 to 4; kept simple until the GPU benchmark says it matters.
-On CPU the reference serves (Triton would need TRITON_INTERPRET=1, correct but far too slow).
+Triton on CUDA (one launch; sampling_kernel.py tells the passes), the torch reference elsewhere.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
 from .bitmask import unpack_bitmask
+from .sampling_noise import gumbel_noise
 
 try:
     import triton
-    import triton.language as tl
+    from .sampling_kernel import NUM_PIVOTS, RECORD, masked_sample_kernel
 except ImportError:  # CPU-only installs serve through the reference
     triton = None
+try:
+    from triton import knobs as _knobs
+except ImportError:  # older Triton: every call goes through the JIT launcher
+    _knobs = None
 
-_M32 = 0xFFFFFFFF
-_GOLDEN, _MIX1, _MIX2, _STEP = 0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35, 0x85EBCA77
-
-
-def _fmix32_ref(v: torch.Tensor) -> torch.Tensor:
-    """murmur3's finaliser on uint32 values held in int64."""
-    v = v ^ (v >> 16)
-    v = (v * _MIX1) & _M32
-    v = v ^ (v >> 13)
-    v = (v * _MIX2) & _M32
-    return v ^ (v >> 16)
+_NEG_INF = float("-inf")
+MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
+MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
 
 
-def gumbel_noise_ref(seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """[bs] int64, [bs] int64 -> [bs, vocab] float32 Gumbel(0, 1) noise, deterministic."""
-    key = (seeds * _GOLDEN + steps * _STEP) & _M32  # [bs]
-    j = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64)  # [vocab]
-    v = _fmix32_ref(((j * _GOLDEN) & _M32) ^ key[:, None])  # [bs, vocab]
-    v = _fmix32_ref((v + key[:, None]) & _M32)
-    u = ((v >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)  # in (0, 1)
-    return -torch.log(-torch.log(u))
+class SampledTokens(NamedTuple):
+    token_ids: torch.Tensor  # [bs] int64
+    logprobs: torch.Tensor  # [bs] float32: log-softmax of x (temperature 1) at the token
 
 
-def masked_sample_ref(logits, bitmask, has_mask, temperature, top_k, top_p, min_p, seeds, steps):
+def masked_sample_ref(logits, bitmask, temperature, top_k, top_p, min_p, noise_keys,
+                      has_mask=None, is_greedy=None, dead_token: int = -1) -> SampledTokens:
     """Plain-torch reference; same arguments and result as masked_sample."""
     bs, vocab = logits.shape
-    x = logits.float()  # [bs, vocab]
+    x = logits.float()  # [bs, V]
     if bitmask is not None:
-        blocked = ~unpack_bitmask(bitmask, vocab) & has_mask[:, None]  # [bs, vocab]
-        x = x.masked_fill(blocked, float("-inf"))
-    allowed = x > float("-inf")  # [bs, vocab]
+        blocked = ~unpack_bitmask(bitmask, vocab)  # [bs, V]
+        if has_mask is not None:
+            blocked &= has_mask[:, None]
+        x = x.masked_fill(blocked, _NEG_INF)
+    temperature = temperature.reshape(bs).float()
     greedy = temperature <= 0  # [bs]
-    t = torch.where(greedy, torch.ones_like(temperature), temperature).float()
-    s = x / t[:, None]  # [bs, vocab]
-    m = s.max(dim=1, keepdim=True).values  # [bs, 1]
-    safe_m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = torch.exp(s - safe_m)  # [bs, vocab] unnormalised probabilities
-    z = e.sum(dim=1, keepdim=True)  # [bs, 1]
-    # ranks and "mass strictly above" via a sort; equal values share the smaller rank/mass
-    order = torch.argsort(s, dim=1, descending=True, stable=True)  # [bs, vocab]
-    s_sorted = torch.gather(s, 1, order)
-    e_sorted = torch.gather(e, 1, order)
-    pos = torch.arange(vocab, device=s.device).expand(bs, vocab)  # [bs, vocab]
-    is_new = torch.ones_like(s_sorted, dtype=torch.bool)
-    is_new[:, 1:] = s_sorted[:, 1:] != s_sorted[:, :-1]
-    first_pos = torch.cummax(torch.where(is_new, pos, torch.zeros_like(pos)), dim=1).values
-    mass_before = torch.cumsum(e_sorted, dim=1) - e_sorted  # exclusive
-    mass_above_sorted = torch.gather(mass_before, 1, first_pos)  # mass of values > s_sorted
-    rank, mass_above = torch.empty_like(pos), torch.empty_like(s)
-    rank.scatter_(1, order, first_pos)
-    mass_above.scatter_(1, order, mass_above_sorted)
-    keep = allowed.clone()
-    keep &= (top_k[:, None] <= 0) | (rank < top_k[:, None])
-    keep &= (top_p[:, None] >= 1) | (mass_above < top_p[:, None].float() * z)
-    log_min_p = torch.log(min_p.float()).to(torch.float32)  # -inf when 0
-    keep &= (s - m) >= log_min_p[:, None]
-    noisy = torch.where(keep, s + gumbel_noise_ref(seeds, steps, vocab), float("-inf"))
-    token = torch.where(greedy, torch.argmax(s, dim=1), torch.argmax(noisy, dim=1))
-    return torch.where(allowed.any(dim=1), token, torch.full_like(token, -1))
+    if is_greedy is not None:
+        greedy |= is_greedy
+    inv_t = torch.where(greedy, torch.ones_like(temperature), temperature).reciprocal()  # [bs]
+    s = x * inv_t[:, None]  # [bs, V]
+    k = top_k.long()
+    top_k_on = (k > 0) & (k < vocab)  # [bs]
+    ordered = s.sort(dim=1, descending=True).values  # [bs, V]
+    kth = ordered.gather(1, (k.clamp(1, vocab) - 1)[:, None])  # [bs, 1]
+    s = s.masked_fill(top_k_on[:, None] & (s < kth), _NEG_INF)
+    top_p_on = top_p < 1  # [bs]
+    ordered = s.sort(dim=1, descending=True).values
+    probs = (ordered - s.logsumexp(dim=1, keepdim=True)).exp()  # top-k renormalised
+    mass_before = probs.cumsum(dim=1) - probs  # exclusive
+    num_keep = (mass_before < top_p[:, None]).sum(dim=1, keepdim=True).clamp_(min=1)
+    s = s.masked_fill(top_p_on[:, None] & (s < ordered.gather(1, num_keep - 1)), _NEG_INF)
+    floor = s.max(dim=1, keepdim=True).values + min_p.float().log()[:, None]  # log 0 = -inf
+    s = s.masked_fill(s < floor, _NEG_INF)
+    token_ids = torch.arange(vocab, dtype=torch.int32, device=logits.device)
+    drawn = gumbel_noise(noise_keys, token_ids).add_(s).argmax(dim=1)  # [bs]
+    token = torch.where(greedy, x.argmax(dim=1), drawn)
+    lse = x.logsumexp(dim=1)  # [bs]
+    dead = ~(x > _NEG_INF).any(dim=1)
+    logprob = x.gather(1, token[:, None]).squeeze(1) - lse
+    token = token.masked_fill(dead, dead_token)
+    return SampledTokens(token, logprob.masked_fill(dead, _NEG_INF))
 
 
-if triton is not None:
-    @triton.jit
-    def _fmix32(v):
-        v = v ^ (v >> 16)
-        v = v * 0x85EBCA6B
-        v = v ^ (v >> 13)
-        v = v * 0xC2B2AE35
-        return v ^ (v >> 16)
-
-    @triton.jit
-    def _row_chunk(logits_ptr, mask_ptr, row_masked, inv_t, offs, V):
-        """Scaled, masked logits of one chunk: [BLOCK] float32, -inf where not allowed."""
-        in_vocab = offs < V
-        x = tl.load(logits_ptr + offs, mask=in_vocab, other=float("-inf")).to(tl.float32)
-        is_row_masked = (offs * 0 + row_masked) != 0  # [BLOCK] broadcast of the row's flag
-        words = tl.load(mask_ptr + offs // 32, mask=in_vocab & is_row_masked, other=-1)
-        ok = in_vocab & (((words >> (offs % 32)) & 1) != 0)
-        return tl.where(ok, x * inv_t, float("-inf"))
-
-    @triton.jit
-    def _ordered_key(s):
-        """float32 -> int32 with the same order (negative floats get their low 31 bits flipped)."""
-        b = s.to(tl.int32, bitcast=True)
-        return tl.where(b >= 0, b, b ^ 0x7FFFFFFF)
-
-    @triton.jit
-    def _masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr, temp_ptr,
-                              top_k_ptr, top_p_ptr, min_p_ptr, seed_ptr, step_ptr, out_ptr, V,
-                              HAS_BITMASK: tl.constexpr, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        logits_ptr += row.to(tl.int64) * stride_l
-        mask_ptr += row.to(tl.int64) * stride_m
-        row_masked = 0
-        if HAS_BITMASK:
-            row_masked = tl.load(has_mask_ptr + row).to(tl.int32)
-        temp = tl.load(temp_ptr + row)
-        is_sampled = temp > 0
-        inv_t = 1.0 / tl.where(is_sampled, temp, 1.0)
-        top_k = tl.load(top_k_ptr + row)
-        top_p = tl.load(top_p_ptr + row)
-        min_p = tl.load(min_p_ptr + row)
-        seed = tl.load(seed_ptr + row)
-        step = tl.load(step_ptr + row)
-        key = ((seed * 0x9E3779B1 + step * 0x85EBCA77) & 0xFFFFFFFF).to(tl.uint32)
-        needs_max = (min_p > 0) | (top_k > 0) | (top_p < 1)  # a threshold needs max (and sum)
-        draw_now = is_sampled & (needs_max == 0)  # plain temperature sampling: Gumbel-max in pass 1
-
-        # pass 1: max (greedy argmax) or, for plain sampling, the Gumbel-max draw itself
-        best = tl.full((), float("-inf"), tl.float32)
-        best_idx = tl.full((), -1, tl.int32)
-        m = tl.full((), float("-inf"), tl.float32)
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            s = _row_chunk(logits_ptr, mask_ptr, row_masked, inv_t, offs, V)
-            m = tl.maximum(m, tl.max(s, axis=0))
-            if draw_now:
-                v = _fmix32((offs.to(tl.uint32) * 0x9E3779B1) ^ key)
-                v = _fmix32(v + key)
-                u = ((v >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
-                s = tl.where(s > float("-inf"), s - tl.log(-tl.log(u)), float("-inf"))
-            c_best = tl.max(s, axis=0)
-            c_idx = tl.argmax(s, axis=0).to(tl.int32) + start
-            take = c_best > best
-            best_idx = tl.where(take, c_idx, best_idx)
-            best = tl.where(take, c_best, best)
-
-        if is_sampled & needs_max & (m > float("-inf")):
-            # pass 2: normaliser; thresholds are kept as ordered int keys
-            z = tl.zeros((), tl.float32)
-            for start in range(0, V, BLOCK):
-                offs = start + tl.arange(0, BLOCK)
-                s = _row_chunk(logits_ptr, mask_ptr, row_masked, inv_t, offs, V)
-                z += tl.sum(tl.exp(s - m), axis=0)
-            lo_min = _ordered_key(tl.full((), float("-inf"), tl.float32)).to(tl.int64)
-            thr = lo_min
-            log_min_p = tl.where(min_p > 0, tl.log(tl.maximum(min_p, 1e-30)), float("-inf"))
-            if (top_k > 0) | (top_p < 1):
-                # bisection: largest key t with count(s >= t) >= top_k, resp. mass(s >= t) >= top_p*z
-                k_lo, k_hi = lo_min, _ordered_key(m).to(tl.int64)
-                p_lo, p_hi = lo_min, _ordered_key(m).to(tl.int64)
-                for _ in range(33):
-                    k_mid = k_lo + (k_hi - k_lo + 1) // 2
-                    p_mid = p_lo + (p_hi - p_lo + 1) // 2
-                    count = tl.zeros((), tl.int32)
-                    mass = tl.zeros((), tl.float32)
-                    for start in range(0, V, BLOCK):
-                        offs = start + tl.arange(0, BLOCK)
-                        s = _row_chunk(logits_ptr, mask_ptr, row_masked, inv_t, offs, V)
-                        k = _ordered_key(s).to(tl.int64)
-                        ok = s > float("-inf")
-                        count += tl.sum((ok & (k >= k_mid)).to(tl.int32), axis=0)
-                        mass += tl.sum(tl.where(ok & (k >= p_mid), tl.exp(s - m), 0.0), axis=0)
-                    k_ok = (count >= top_k) | (k_lo == k_hi)  # lo == hi: converged, stay
-                    k_lo, k_hi = tl.where(k_ok, k_mid, k_lo), tl.where(k_ok, k_hi, k_mid - 1)
-                    p_ok = (mass >= top_p * z) | (p_lo == p_hi)
-                    p_lo, p_hi = tl.where(p_ok, p_mid, p_lo), tl.where(p_ok, p_hi, p_mid - 1)
-                if top_k > 0:
-                    thr = tl.maximum(thr, k_lo)
-                if top_p < 1:
-                    thr = tl.maximum(thr, p_lo)
-            # final pass: Gumbel-max over the kept tokens
-            best = tl.full((), float("-inf"), tl.float32)
-            best_idx = tl.full((), -1, tl.int32)
-            for start in range(0, V, BLOCK):
-                offs = start + tl.arange(0, BLOCK)
-                s = _row_chunk(logits_ptr, mask_ptr, row_masked, inv_t, offs, V)
-                keep = (s > float("-inf")) & (_ordered_key(s).to(tl.int64) >= thr) \
-                    & ((s - m) >= log_min_p)
-                v = _fmix32((offs.to(tl.uint32) * 0x9E3779B1) ^ key)
-                v = _fmix32(v + key)
-                u = ((v >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
-                s = tl.where(keep, s - tl.log(-tl.log(u)), float("-inf"))
-                c_best = tl.max(s, axis=0)
-                c_idx = tl.argmax(s, axis=0).to(tl.int32) + start
-                take = c_best > best
-                best_idx = tl.where(take, c_idx, best_idx)
-                best = tl.where(take, c_best, best)
-        tl.store(out_ptr + row, best_idx.to(tl.int64))
-
-
-def _check(name: str, t: torch.Tensor, dtype, bs: int, device) -> None:
+def _check_rows(name: str, t, dtypes: tuple, bs: int, device) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
-    if t.shape != (bs,):
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name}: expected dtype {' or '.join(map(str, dtypes))}, got {t.dtype}")
+    if t.numel() != bs or (t.dim() > 1 and t.stride(0) != 1 and bs > 1):
         raise ValueError(f"{name}: expected shape [{bs}], got {list(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name}: expected device {device}, got {t.device}")
 
 
-def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], temperature: torch.Tensor,
-                  top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
-                  seeds: torch.Tensor, steps: torch.Tensor, has_mask: Optional[torch.Tensor] = None,
-                  use_triton: Optional[bool] = None) -> torch.Tensor:
-    """Draw one token per row; see the module docstring for the exact semantics.
+_F32 = (torch.float32,)
+_INT = (torch.int32, torch.int64)
 
-    logits [bs, vocab] float32/bfloat16/float16; bitmask [bs, ceil(vocab/32)] int32 or None (no
-    row constrained); has_mask [bs] bool (None: every row constrained when bitmask is given);
-    temperature/top_p/min_p [bs] float32 (temperature 0 = greedy); top_k [bs] int32 (<= 0 = off);
-    seeds/steps [bs] int64 (steps: the request's output position, so each step draws afresh).
-    Returns [bs] int64 token ids, -1 for a row where no token is allowed.
-    use_triton: None = Triton on CUDA, the reference elsewhere; True forces Triton.
-    """
+
+def _validate(logits, bitmask, temperature, top_k, top_p, min_p, noise_keys, has_mask, is_greedy):
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ValueError(f"logits: expected a 2-D tensor [bs, vocab], got "
-                         f"{list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+        got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits: expected a 2-D tensor [bs, vocab], got {got}")
     if logits.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"logits: expected float32, bfloat16 or float16, got {logits.dtype}")
     if logits.stride(1) != 1:
@@ -262,32 +122,140 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
             raise ValueError(f"bitmask: expected device {device}, got {bitmask.device}")
         if bitmask.stride(1) != 1:
             raise ValueError("bitmask: expected contiguous rows")
-        if has_mask is None:
-            has_mask = torch.ones(bs, dtype=torch.bool, device=device)
-        _check("has_mask", has_mask, torch.bool, bs, device)
-    elif has_mask is not None and bool(has_mask.any()):
+    elif has_mask is not None:
         raise ValueError("has_mask marks constrained rows but bitmask is None")
-    for name, t, dtype in (("temperature", temperature, torch.float32), ("top_k", top_k, torch.int32),
-                           ("top_p", top_p, torch.float32), ("min_p", min_p, torch.float32),
-                           ("seeds", seeds, torch.int64), ("steps", steps, torch.int64)):
-        _check(name, t, dtype, bs, device)
+    if has_mask is not None:
+        _check_rows("has_mask", has_mask, (torch.bool,), bs, device)
+    if is_greedy is not None:
+        _check_rows("is_greedy", is_greedy, (torch.bool,), bs, device)
+    _check_rows("temperature", temperature, _F32, bs, device)
+    _check_rows("top_k", top_k, _INT, bs, device)
+    _check_rows("top_p", top_p, _F32, bs, device)
+    _check_rows("min_p", min_p, _F32, bs, device)
+    if noise_keys.dtype != torch.int32 or noise_keys.shape != (bs, 2) or not noise_keys.is_contiguous():
+        raise ValueError(f"noise_keys: expected a contiguous int32 tensor [{bs}, 2], got "
+                         f"{noise_keys.dtype} {list(noise_keys.shape)}")
+    if noise_keys.device != device:
+        raise ValueError(f"noise_keys: expected device {device}, got {noise_keys.device}")
 
+
+class _Workspace(NamedTuple):
+    partials: torch.Tensor  # [2 * num_sms * RECORD] float32: per-pass records of split rows
+    sync: torch.Tensor  # [num_sms, 2] int32: arrival and departure counters, zero between calls
+    num_sms: int
+
+
+_WORKSPACES: dict = {}
+
+
+def _workspace(device: torch.device) -> _Workspace:
+    ws = _WORKSPACES.get(device)
+    if ws is None:
+        num_sms = (torch.cuda.get_device_properties(device).multi_processor_count
+                   if device.type == "cuda" else 1)
+        ws = _Workspace(torch.empty(2 * num_sms * RECORD, dtype=torch.float32, device=device),
+                        torch.zeros(num_sms, 2, dtype=torch.int32, device=device), num_sms)
+        _WORKSPACES[device] = ws
+    return ws
+
+
+def num_splits(bs: int, vocab: int, num_sms: int) -> int:
+    """Programs per row: the largest power of two <= MAX_SPLITS with bs * splits <= num_sms
+    (all resident, so the per-row barrier cannot deadlock) and >= MIN_SPLIT_LEN tokens each."""
+    splits = 1
+    while (splits * 2 <= MAX_SPLITS and bs * splits * 2 <= num_sms
+           and vocab >= splits * 2 * MIN_SPLIT_LEN):
+        splits *= 2
+    return splits
+
+
+def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], temperature: torch.Tensor,
+                  top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
+                  noise_keys: torch.Tensor, has_mask: Optional[torch.Tensor] = None,
+                  is_greedy: Optional[torch.Tensor] = None, dead_token: int = -1,
+                  may_filter: bool = True, use_triton: Optional[bool] = None,
+                  splits: Optional[int] = None) -> SampledTokens:
+    """Draw one token per row; see the module docstring for the exact semantics.
+
+    logits [bs, V] float32/bfloat16/float16, rows contiguous; bitmask [bs, ceil(V/32)] int32 or
+    None; has_mask [bs] bool (None: every row uses the bitmask); temperature [bs] (or [bs, 1])
+    float32, 0 = greedy; is_greedy [bs] bool or None (True also means greedy); top_k [bs] int32
+    or int64 (<= 0 or >= V: off); top_p, min_p [bs] float32 (1 and 0: off); noise_keys [bs, 2]
+    int32 (sampling_noise.key_words of the request's seed and step). Parameter tensors are used
+    as they are: no copies, no host syncs; a call is one kernel launch.
+    may_filter=False promises that no row has top-k or top-p on (the caller knows it on the
+    host, e.g. SamplingBatchInfo.need_top_k / need_top_p): a leaner kernel, one pass per row;
+    rows that break the promise are sampled without their top-k / top-p filters.
+    Returns SampledTokens(token_ids [bs] int64, logprobs [bs] float32).
+    use_triton: None = Triton on CUDA, the reference elsewhere; True forces Triton (on CPU under
+    TRITON_INTERPRET=1). splits: programs per row (None: num_splits; > 1 needs a real GPU).
+    """
+    _validate(logits, bitmask, temperature, top_k, top_p, min_p, noise_keys, has_mask, is_greedy)
     if use_triton is None:
         use_triton = logits.is_cuda and triton is not None
     if not use_triton:
-        if has_mask is None:
-            has_mask = torch.zeros(bs, dtype=torch.bool, device=device)
-        return masked_sample_ref(logits, bitmask, has_mask, temperature, top_k, top_p, min_p,
-                                 seeds, steps)
+        return masked_sample_ref(logits, bitmask, temperature, top_k, top_p, min_p, noise_keys,
+                                 has_mask, is_greedy, dead_token)
     if triton is None:
         raise RuntimeError("masked_sample: use_triton=True but triton is not installed")
-    out = torch.empty(bs, dtype=torch.int64, device=device)
-    block = min(4096, triton.next_power_of_2(vocab))
+    bs, vocab = logits.shape
+    device = logits.device
+    ws = _workspace(device)
+    if splits is None:
+        splits = num_splits(bs, vocab, ws.num_sms)
+    elif splits & (splits - 1) or splits < 1 or (splits > 1 and bs * splits > ws.num_sms):
+        raise ValueError(f"splits: expected a power of two with bs * splits <= {ws.num_sms}, "
+                         f"got {splits}")
+    block = 1024
+    chunk = -(-(-(-vocab // splits)) // block) * block  # ceil(ceil(V / splits) / block) * block
+    tokens = torch.empty(bs, dtype=torch.int64, device=device)
+    logprobs = torch.empty(bs, dtype=torch.float32, device=device)
     has_bitmask = bitmask is not None
-    dummy = torch.zeros(1, dtype=torch.int32, device=device)  # never read without a bitmask
-    _masked_sample_kernel[(bs,)](
-        logits, logits.stride(0), bitmask if has_bitmask else dummy,
-        bitmask.stride(0) if has_bitmask else 0,
-        has_mask.to(torch.int8) if has_bitmask else dummy, temperature, top_k, top_p, min_p,
-        seeds, steps, out, vocab, HAS_BITMASK=has_bitmask, BLOCK=block)
-    return out
+    stride_m = bitmask.stride(0) if has_bitmask else 0
+    args = (logits, logits.stride(0), bitmask if has_bitmask else logits, stride_m,
+            has_mask if has_mask is not None else logits,
+            is_greedy if is_greedy is not None else logits, temperature, top_k, top_p, min_p,
+            noise_keys, tokens, logprobs, ws.partials, ws.sync, vocab, chunk, dead_token,
+            has_bitmask, has_mask is not None, is_greedy is not None, splits, block, 128,
+            NUM_PIVOTS, logits.is_cuda, may_filter)
+    # what Triton specialises this kernel on (pointer dtypes and the alignment of the two
+    # streamed tensors; the other pointers are read one scalar at a time)
+    key = (device, may_filter, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,
+           is_greedy is not None, splits, logits.data_ptr() % 16,
+           bitmask.data_ptr() % 16 if has_bitmask else 0,
+           tuple((n % 16, n == 1) for n in (logits.stride(0), stride_m, vocab)))
+    _launch(key, (bs, splits), args, num_warps=8)
+    return SampledTokens(tokens, logprobs)
+
+
+_COMPILED: dict = {}  # specialisation key -> compiled kernel
+_DIRECT_LAUNCH: list = []  # [bool] once known: does this Triton launch as _launch does?
+
+
+def _can_launch_directly() -> bool:
+    """True when the installed Triton's own JIT launches a compiled kernel with the call that
+    _launch repeats (checked once in its source), so skipping the JIT dispatch is safe."""
+    if not _DIRECT_LAUNCH:
+        import inspect
+        from triton.runtime.jit import JITFunction
+        call = ("kernel.run(grid_0, grid_1, grid_2, stream, kernel.function, kernel.packed_metadata, "
+                "launch_metadata,")
+        source = " ".join(inspect.getsource(JITFunction.run).split())
+        _DIRECT_LAUNCH.append(_knobs is not None and call in source)
+    return _DIRECT_LAUNCH[0]
+
+
+def _launch(key, grid, args, num_warps: int) -> None:
+    """Launch the kernel; after the first call of a specialisation, straight through the
+    compiled kernel's launcher (Triton's JIT dispatch costs tens of µs per call on the host)."""
+    kernel = _COMPILED.get(key)
+    if kernel is None or not args[0].is_cuda or not _can_launch_directly():
+        kernel = masked_sample_kernel[grid](*args, num_warps=num_warps)
+        if args[0].is_cuda:
+            _COMPILED[key] = kernel
+        return
+    stream = torch._C._cuda_getCurrentRawStream(args[0].device.index)  # as Triton's driver asks
+    enter, leave = _knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook
+    metadata = kernel.launch_metadata(grid, stream, *args) if enter is not None else None
+    kernel.run(grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, metadata,
+               enter, leave, *args)

@@ -5,7 +5,7 @@
       -> apply_token_bitmask (grammar rows; masked tokens get -inf)
       -> logprobs: log_softmax of these logits (temperature 1, before top-k/top-p/min-p)
       -> greedy rows: argmax
-      -> sampling rows: x = logits / T; drop tokens below the top-k, top-p and min-p thresholds;
+      -> sampling rows: x = logits * (1/T); drop tokens below the top-k, top-p and min-p thresholds;
                         argmax(x + gumbel noise)   (Gumbel-max: an exact draw from softmax(x))
 
 Randomness is counter-based: the Gumbel noise of token t in row i is a hash of (noise key of
@@ -14,11 +14,16 @@ therefore draws the same tokens on every run, whatever the batch around it, on C
 alike (the integer hash is exact on both). Unseeded requests get fresh keys from torch's
 default generator when the batch info is built.
 
-Filter semantics (applied to x = logits / T, each keeping ties at its threshold):
+Filter semantics (applied to x = logits * (1/T), each keeping ties at its threshold):
     top-k: keep x >= k-th largest x
     top-p: on softmax of what top-k kept, in descending order, keep a token if the mass
            strictly before it is < top_p (the smallest head with mass >= top_p)
     min-p: keep x >= max(x) + log(min_p), i.e. p >= min_p * p_max
+
+On CUDA, when no full logprob rows are asked for, `sample` is one launch of the fused kernel
+sgl_lang.kernels.masked_sampling (mask, temperature, filters, Gumbel-max draw and the token's
+logprob in one pass or few over each row), with these same semantics and the same noise.
+The torch path below serves CPU, full-logprob batches and non-contiguous logits.
 """
 from __future__ import annotations
 
@@ -28,12 +33,15 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from sgl_lang.kernels.bitmask import apply_token_bitmask_inplace
+from sgl_lang.kernels.masked_sampling import masked_sample
+from sgl_lang.kernels.sampling_noise import gumbel_noise, mix32_ref  # noqa: F401  (re-exported)
+from sgl_lang.kernels.sampling_noise import key_words as _key_words
+from sgl_lang.kernels.sampling_noise import mix32_ as _mix32  # noqa: F401  (re-exported)
 
 from .penalties import apply_penalties  # noqa: F401  (re-exported: the sampler's public API)
 from .sampling_params import SamplingParams
 
 _NEG_INF = float("-inf")
-_M32 = 0xFFFFFFFF
 _CPU_TOP_P_CANDIDATES = 1024  # top-p nucleus tried inside this many tokens before a full sort
 
 
@@ -123,6 +131,11 @@ def sample(logits: torch.Tensor, info: SamplingBatchInfo,
     if logits.dim() != 2 or logits.shape[0] != info.temperatures.shape[0]:
         raise ValueError(f"sample: expected logits [{info.temperatures.shape[0]}, V], "
                          f"got {tuple(logits.shape)}")
+    if logits.is_cuda and not return_full_logprobs and logits.stride(1) == 1:
+        fused = masked_sample(logits, info.vocab_mask, info.temperatures, info.top_ks, info.top_ps,
+                              info.min_ps, info.noise_keys, is_greedy=info.is_greedy, dead_token=0,
+                              may_filter=info.need_top_k or info.need_top_p)
+        return SampleOutput(fused.token_ids, fused.logprobs, None)
     logits = logits.float()
     if info.vocab_mask is not None:
         logits = apply_token_bitmask(logits, info.vocab_mask)
@@ -137,7 +150,7 @@ def sample(logits: torch.Tensor, info: SamplingBatchInfo,
 
 def _sample_rows(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
     """Gumbel-max draw for every row (greedy rows included; the caller discards them)."""
-    x = logits / info.temperatures  # [bs, V]
+    x = logits * info.temperatures.reciprocal()  # [bs, V]; s = x * (1/T), as the fused kernel
     if info.need_top_k:
         # k-th largest value per row; rows with top-k off get -inf (keep everything).
         top = x.topk(info.max_top_k, dim=-1).values  # [bs, max_top_k], descending
@@ -199,52 +212,3 @@ def top_logprobs(logprobs_full: torch.Tensor, k: int) -> tuple[torch.Tensor, tor
     k = min(k, logprobs_full.shape[-1])
     values, ids = logprobs_full.topk(k, dim=-1)
     return values, ids
-
-
-# Counter-based Gumbel noise.
-
-def gumbel_noise(noise_keys: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel noise [bs, n] f32 for rows keyed by noise_keys [bs, 2] int32 at
-    token_ids [n] int32. Pure int32 arithmetic (wrapping, like uint32 with logical shifts):
-
-        h = mix32(mix32(t + key0) ^ key1);  u = (h >> 9 + 0.5) / 2**23;  g = -log(-log(u))
-    """
-    h = token_ids[None, :] + noise_keys[:, :1]  # [bs, n]
-    h = _mix32(h)
-    h ^= noise_keys[:, 1:]
-    h = _mix32(h)
-    u = ((h >> 9) & 0x7FFFFF).to(torch.float32).add_(0.5).mul_(2.0 ** -23)  # (0, 1), exact
-    return u.log_().neg_().log_().neg_()
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32-style avalanche on int32 tensors (in place), uint32 semantics."""
-    x ^= (x >> 16) & 0xFFFF
-    x.mul_(0x7FEB352D)
-    x ^= (x >> 15) & 0x1FFFF
-    x.mul_(_as_i32(0x846CA68B))
-    x ^= (x >> 16) & 0xFFFF
-    return x
-
-
-def mix32_ref(x: int) -> int:
-    """Python-int reference of _mix32 on one uint32 value."""
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & _M32
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & _M32
-    x ^= x >> 16
-    return x
-
-
-def _as_i32(u: int) -> int:
-    return u - (1 << 32) if u >= 1 << 31 else u
-
-
-def _key_words(seed: int, step: int) -> tuple[int, int]:
-    """Two int32 words from (seed, step) via splitmix64, in Python (host side, at build)."""
-    z = (seed * 0x9E3779B97F4A7C15 + step * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) % (1 << 64)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % (1 << 64)
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % (1 << 64)
-    z ^= z >> 31
-    return _as_i32(z & _M32), _as_i32(z >> 32)

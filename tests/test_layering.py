@@ -33,7 +33,7 @@ def test_runtime_never_imports_the_frontend(path):
 
 @pytest.mark.parametrize("path", files("kernels"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_kernels_import_only_torch_and_triton(path):
-    allowed = ("torch", "triton", "math", "typing", "__future__", "functools", "dataclasses", "os")
+    allowed = ("torch", "triton", "math", "typing", "__future__", "functools", "dataclasses", "os", "inspect")
     for name, line in imports_of(path):
         assert name.split(".")[0] in allowed, f"{path}:{line} imports {name}"
 
