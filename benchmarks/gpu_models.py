@@ -4,11 +4,14 @@
     random_loaded_model(config, dtype, device, seed) -> LoadedModel (meta-device build, random fill)
     random_engine(config, **engine_flags) -> Engine whose loader returns that model and whose
         tokenizer is NumberTokenizer (ids <-> "<id>"), since weights' values do not change step cost
+    dummy_engine(config, **engine_flags) -> Engine with load_format="dummy" over a folder holding
+        only config.json: every rank (tp_size > 1 too) builds its own random shard on its device
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import tempfile
 
 import torch
 
@@ -26,6 +29,9 @@ SHAPES = {
     "llama-3.1-8b": dict(LLAMA_COMMON, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                          num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                          max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False),
+    "llama-3.1-70b": dict(LLAMA_COMMON, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                          num_attention_heads=64, num_key_value_heads=8, vocab_size=128256,
+                          max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False),
     "tiny": dict(LLAMA_COMMON, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, vocab_size=512,
                  max_position_embeddings=2048, rope_theta=10000.0, tie_word_embeddings=False),
@@ -97,3 +103,24 @@ def random_engine(config: dict, seed: int = 0, **flags):
     from sgl_lang.runtime.engine import Engine
     with _patched_loader(config, seed):
         return Engine(model_path="random-weights", **flags)
+
+
+def dummy_model_dir(config: dict) -> str:
+    """A temporary folder holding only config.json for `config` (for load_format="dummy")."""
+    folder = tempfile.mkdtemp(prefix="sgl-dummy-model-")
+    hf_config(config).save_pretrained(folder)
+    return folder
+
+
+def dummy_engine(config: dict, seed: int = 0, **flags):
+    """An Engine with load_format="dummy" (random weights drawn per rank on its device, so spawned
+    tensor-parallel ranks build theirs too: they cannot see a monkeypatched loader); rank 0's
+    tokenizer is NumberTokenizer. flags are EngineConfig flags."""
+    from sgl_lang.runtime.engine import Engine
+    from sgl_lang.runtime.models import loader
+    saved = loader.load_tokenizer
+    loader.load_tokenizer = lambda _dir: NumberTokenizer()
+    try:
+        return Engine(model_path=dummy_model_dir(config), load_format="dummy", random_seed=seed, **flags)
+    finally:
+        loader.load_tokenizer = saved

@@ -9,6 +9,7 @@ GRAMMAR_BACKENDS = ("auto", "xgrammar", "outlines", "llguidance", "none")
 ATTENTION_BACKENDS = ("auto", "torch", "triton", "flashinfer")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULE_POLICIES = ("lpm", "fcfs")
+LOAD_FORMATS = ("auto", "dummy")
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,12 @@ class EngineConfig:
     quantization: Optional[str] = None  # "int8": weight-only int8 linears (CPU; halves bytes read per token)
     cuda_graph_max_bs: int = 64
     disable_cuda_graph: bool = False
+    # Overlapped scheduling: the host schedules step N+1 and processes step N's tokens while the
+    # device runs step N+1. "auto": on for CUDA, off on CPU (one set of cores does both anyway).
+    overlap_schedule: str = "auto"
     num_threads: Optional[int] = None  # torch intra-op threads on CPU
+    tp_size: int = 1  # tensor parallelism: one process per device (gloo on CPU, NCCL on GPUs)
+    load_format: str = "auto"  # "dummy": config.json only, seeded random weights built per rank on its device
     random_seed: int = 0
     log_level: str = "warning"
     extra: dict = field(default_factory=dict, compare=False)
@@ -57,6 +63,13 @@ class EngineConfig:
               f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         check(self.quantization in (None, "int8"),
               f"quantization must be None or 'int8', got {self.quantization!r}")
+        check(self.overlap_schedule in ("auto", "on", "off"),
+              f"overlap_schedule must be 'auto', 'on' or 'off', got {self.overlap_schedule!r}")
+        check(self.tp_size >= 1, f"tp_size must be >= 1, got {self.tp_size}")
+        check(self.load_format in LOAD_FORMATS,
+              f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
+        check(self.tp_size == 1 or self.quantization is None,
+              f"quantization={self.quantization!r} needs tp_size 1, got tp_size={self.tp_size}")
         check(self.schedule_policy in SCHEDULE_POLICIES,
               f"schedule_policy must be one of {SCHEDULE_POLICIES}, got {self.schedule_policy!r}")
         check(0.0 < self.mem_fraction_static < 1.0,

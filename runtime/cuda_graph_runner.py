@@ -101,7 +101,8 @@ class CudaGraphRunner:
         self.out_cache_loc[:bs].copy_(fb.out_cache_loc, non_blocking=True)
         width = fb.req_to_token.shape[1]
         self.req_to_token[:bs, :width].copy_(fb.req_to_token, non_blocking=True)
-        self.seq_lens[:bs].copy_(fb.seq_lens, non_blocking=True)
+        lens = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens
+        self.seq_lens[:bs].copy_(lens, non_blocking=True)  # device-to-device when prepared there
         if g > bs:  # padding rows: token 0 at position 0, KV into dummy slot 0, one key (slot 0)
             self.input_ids[bs:g].zero_()
             self.positions[bs:g].zero_()

@@ -11,8 +11,11 @@ from typing import Optional, Sequence
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer, skip_special_tokens: bool = True, stop: Sequence[str] = (),
-                 no_stop_trim: bool = False):
+                 no_stop_trim: bool = False, lazy: bool = False):
         self.tokenizer = tokenizer
+        # lazy: nobody reads the text before the end (no stop strings, no streaming), so tokens
+        # are only collected and decoded once by finish()
+        self.lazy = lazy and not stop
         self.skip_special_tokens = skip_special_tokens
         self.stop = tuple(stop)
         self.max_stop_len = max((len(s) for s in self.stop), default=0)
@@ -31,6 +34,8 @@ class IncrementalDetokenizer:
         """Append one token; return the newly emitted text (may be '' while a char is partial).
         After a stop string is matched, `matched_stop` is set and the text is trimmed."""
         self.ids.append(token_id)
+        if self.lazy:
+            return ""
         prefix_text = self._decode(self.ids[self.prefix_offset:self.read_offset])
         new_text = self._decode(self.ids[self.prefix_offset:])
         if len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd"):

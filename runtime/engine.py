@@ -69,6 +69,7 @@ class Engine(GenerateAPI):
         self._lock = threading.Lock()
         self.num_steps = 0
         self.num_generated_tokens = 0
+        self.num_overlapped_steps = 0  # steps whose read-back waited for the next launch
         self.load_time = time.perf_counter() - t0
 
     def _load(self) -> None:
@@ -84,7 +85,12 @@ class Engine(GenerateAPI):
             self.model_dir = default_model_dir()
         else:
             self.model_dir = cfg.model_path
-        self.loaded = load_model(self.model_dir, self.dtype, self.device)
+        self.tp = None  # rank 0's TPDriver: spawns and feeds ranks 1..N-1 (docs/deployment.md)
+        if cfg.tp_size > 1:
+            from .distributed.tp_driver import TPDriver
+            self.tp = TPDriver(cfg, self.model_dir, self.device)
+        self.loaded = load_model(self.model_dir, self.dtype, self.device, tp_rank=0, tp_size=cfg.tp_size,
+                                 load_format=cfg.load_format, seed=cfg.random_seed)
         if cfg.quantization == "int8":
             from .layers.quantization import quantize_int8_weight_only
             quantize_int8_weight_only(self.loaded.model)
@@ -96,9 +102,12 @@ class Engine(GenerateAPI):
                                    self.loaded.max_context_len)
         self.eos_token_ids = self._eos_ids()
         self.runner = ModelRunner(cfg, self.loaded, self.device, self.dtype, self.eos_token_ids)
-        self.scheduler = Scheduler(cfg, self.runner.pool, self.max_context_len)
+        self.runner.batch_sender = self.tp
+        self.scheduler = Scheduler(cfg, self.runner.pool, self.max_context_len, table=self.runner.table)
         self.processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_context_len,
                                          jump_forward=not cfg.disable_jump_forward)
+        self._overlap = cfg.overlap_schedule == "on" or (cfg.overlap_schedule == "auto" and self.device.startswith("cuda"))
+        self._inflight = None  # the launched step not yet read back (overlap)
 
     # ---- model facts -----------------------------------------------------------------------
     def _eos_ids(self) -> tuple[int, ...]:
@@ -139,20 +148,61 @@ class Engine(GenerateAPI):
 
     # ---- the step ------------------------------------------------------------------------------
     def step(self) -> list[Req]:
-        """One scheduling step; returns the requests that finished in it."""
+        """One scheduling step; returns the requests that finished in it.
+
+        With overlap on, the step launched here is read back by the next call: this call schedules
+        and launches step N+1 (whose decode inputs are step N's tokens, still on the device), then
+        processes step N's tokens on the host while the device runs N+1."""
         self._drain_inbox()
         self._resolve_grammars()
+        prev, self._inflight = self._inflight, None
+        if prev is not None and not self._can_run_ahead_of(prev):
+            done = self._complete(prev)
+            prev = None
+        else:
+            done = []
         batch = self.scheduler.schedule()
         while self.scheduler.dropped:
             self.processor.emit(self.scheduler.dropped.pop())
         if batch is None:
-            return []
-        out = self.runner.forward(batch)
+            return done + (self._complete(prev) if prev is not None else [])
+        handle = self.runner.launch(batch, prev)
         self.scheduler.commit(batch)
-        self.processor.process(batch, out)
+        for j, i in enumerate(handle.sampling):  # their tokens are on the device until read
+            batch.reqs[i].num_pending += 1
+            batch.reqs[i].pending_row = j
+        if prev is not None:
+            done += self._complete(prev)
+        if self._overlap and handle.can_defer:
+            self._inflight = handle
+            self.num_overlapped_steps += 1
+        else:
+            done += self._complete(handle)
+        return done
+
+    def _can_run_ahead_of(self, prev) -> bool:
+        """Whether the next step may be scheduled before prev's tokens are read: only when no
+        request of prev needs its new token on the host to build the next step (grammar mask,
+        penalties) and the running decodes cannot need a retraction."""
+        if not prev.can_defer:
+            return False
+        for i in prev.sampling:
+            req = prev.batch.reqs[i]
+            if req.grammar is not None or req.params.frequency_penalty or req.params.presence_penalty \
+                    or req.params.repetition_penalty != 1.0:
+                return False
+        s = self.scheduler
+        return s.pool.num_free + s.cache.evictable_size >= len(s.running)
+
+    def _complete(self, handle) -> list[Req]:
+        """Read a launched step back and apply it: tokens, stop checks, outputs, releases."""
+        out = self.runner.collect(handle)
+        for i in handle.sampling:
+            handle.batch.reqs[i].num_pending -= 1
+        self.processor.process(handle.batch, out)
         self.num_steps += 1
         self.num_generated_tokens += sum(t is not None for t in out.next_token_ids)
-        return self.scheduler.finish_step(batch)
+        return self.scheduler.finish_step(handle.batch)
 
     def _drain_inbox(self) -> None:
         while True:
@@ -212,7 +262,7 @@ class Engine(GenerateAPI):
             while not self._stopped:
                 steps_before = self.num_steps
                 self.step()
-                if self._inbox.empty() and self.num_steps == steps_before:
+                if self._inbox.empty() and self.num_steps == steps_before and self._inflight is None:
                     # idle, or only requests that cannot run yet (grammar compiling, pool full):
                     # sleep until new work arrives instead of spinning
                     self._wakeup.wait(timeout=0.5 if not self.scheduler.has_work() else 0.005)
@@ -223,6 +273,7 @@ class Engine(GenerateAPI):
             self._fail_all(f"engine loop died: {e!r}")
 
     def _fail_all(self, message: str) -> None:
+        self._inflight = None
         for req in list(self.scheduler.waiting) + list(self.scheduler.running):
             req.error = message
             req.finish({"type": "abort", "message": message})
@@ -269,6 +320,8 @@ class Engine(GenerateAPI):
         # The worker thread is left parked (daemon, holding no reference to the engine): a thread
         # that loaded the model and then exits makes the C++ runtime abort at process exit.
         self._fail_all("engine shut down")
+        if self.tp is not None:
+            self.tp.shutdown()
         if self._grammar is not None:
             self._grammar.close()
 
@@ -299,6 +352,7 @@ class Engine(GenerateAPI):
                 "num_retractions": s.num_retractions,
                 "num_steps": self.num_steps,
                 "num_generated_tokens": self.num_generated_tokens,
+                "num_overlapped_steps": self.num_overlapped_steps,
                 "num_jump_forward_tokens": self.processor.num_jump_forward_tokens,
             }
         return self.call_in_loop(read)

@@ -16,6 +16,7 @@ handed out by the allocator.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -32,6 +33,8 @@ class ForwardBatch:
     is_decode: bool  # every extend_len == 1
     # [num_logits] int64: rows of the hidden states whose logits are needed (flattened token index)
     logits_indices: torch.Tensor
+    # [bs] int64 on the device: seq_lens already copied there (None: copy seq_lens when needed)
+    seq_lens_device: Optional[torch.Tensor] = None
 
     @property
     def batch_size(self) -> int:

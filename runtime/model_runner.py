@@ -6,32 +6,24 @@ caching policy: the scheduler tells it which tokens to compute and where their K
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+import dataclasses
 from typing import Optional
 
 import torch
 
 from .config import EngineConfig
 from .cuda_graph_runner import CudaGraphRunner
-from .forward_batch import ForwardBatch
+from .distributed.process_group import agree_on_min
 from .layers.attention import get_attention_backend
 from .mem.kv_pool import KVPool
+from .mem.req_to_token import ReqToTokenTable
 from .models.loader import LoadedModel
 from .request import Req
 from .penalties import apply_penalties, count_tokens
 from .sampler import SamplingBatchInfo, sample, top_logprobs
 from .scheduler import ScheduledBatch
-
-
-@dataclass
-class RunnerOutput:
-    # per req of the batch (None where the req did not sample this step)
-    next_token_ids: list[Optional[int]]
-    next_token_logprobs: list[Optional[float]]
-    next_top_logprobs: list[Optional[list]]  # [(logprob, token_id), ...] per sampling req
-    # per req: input logprobs computed this step, [(logprob, token_id)], and top-k lists
-    input_logprobs: list[list] = field(default_factory=list)
-    input_top_logprobs: list[list] = field(default_factory=list)
+from .batch_builder import build_forward_batch
+from .step_output import RunnerOutput, StepHandle
 
 
 class ModelRunner:
@@ -45,13 +37,18 @@ class ModelRunner:
         self.vocab_size = loaded.vocab_size
         self.eos_token_ids = eos_token_ids
         self._mask_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgl-grammar-mask")
-        self.pool = KVPool(self._num_kv_slots(), loaded.num_layers, loaded.num_kv_heads,
+        # with tensor parallelism every rank must hold the same slot count: the smallest one
+        self.pool = KVPool(agree_on_min(self._num_kv_slots()), loaded.num_layers, loaded.num_kv_heads,
                            loaded.head_dim, dtype, self.device)
         name = config.attention_backend
         if name == "auto":
             name = "torch" if self.device.type == "cpu" else "triton"
         self.attn = get_attention_backend(name)
         self.grammar_bitmask: Optional[torch.Tensor] = None
+        self._greedy_infos: dict[int, SamplingBatchInfo] = {}  # batch size -> all-greedy info
+        max_len = min(config.context_length or loaded.max_context_len, loaded.max_context_len)
+        self.table = ReqToTokenTable(config.max_running_requests + 8, max_len + 1, self.device)
+        self.batch_sender = None  # tp_size > 1: TPDriver, sends each ForwardBatch to ranks 1..N-1
         self.graph_runner: Optional[CudaGraphRunner] = None
         if self.device.type == "cuda" and not config.disable_cuda_graph and name == "triton":
             max_len = min(config.context_length or loaded.max_context_len, loaded.max_context_len)
@@ -75,66 +72,37 @@ class ModelRunner:
         return max(256, cfg.kv_cache_bytes // per_slot)
 
     # ---- building the batch tensors -------------------------------------------------------
-    def _prepare(self, batch: ScheduledBatch) -> tuple[ForwardBatch, list[int], list[list[int]]]:
-        """ForwardBatch plus, per req, the logits row used for sampling (-1: none) and the
-        rows used for input logprobs."""
-        ids, pos, rows_kv = [], [], []
-        sample_rows, input_rows = [], []
-        logits_idx: list[int] = []
-        offset = 0
-        for req, prefix_len, slots in zip(batch.reqs, batch.prefix_lens, batch.out_slots):
-            n = req.extend_len
-            ids.extend(req.tokens(prefix_len, prefix_len + n))
-            pos.extend(range(prefix_len, prefix_len + n))
-            rows_kv.append(torch.cat([req.kv_indices[:prefix_len], slots]))
-            # input logprobs: logits at position p score token p+1, for p in [start, prompt_len-2]
-            rows = []
-            if req.logprob_start_len >= 0:
-                lo = max(prefix_len, req.logprob_start_len)
-                hi = min(prefix_len + n, len(req.prompt_ids) - 1)
-                rows = list(range(len(logits_idx), len(logits_idx) + max(0, hi - lo)))
-                logits_idx.extend(offset + p - prefix_len for p in range(lo, hi))
-            input_rows.append(rows)
-            if prefix_len + n == req.seq_len and self._wants_sample(req):
-                sample_rows.append(len(logits_idx))
-                logits_idx.append(offset + n - 1)
-            else:
-                sample_rows.append(-1)
-            offset += n
-        seq_lens = torch.tensor([len(r) for r in rows_kv], dtype=torch.int64)
-        req_to_token = torch.nn.utils.rnn.pad_sequence(rows_kv, batch_first=True, padding_value=0)
-        dev = self.device
-        fb = ForwardBatch(
-            input_ids=torch.tensor(ids, dtype=torch.int64).to(dev, non_blocking=True),
-            positions=torch.tensor(pos, dtype=torch.int64).to(dev, non_blocking=True),
-            out_cache_loc=torch.cat(batch.out_slots).to(dev, non_blocking=True),
-            req_to_token=req_to_token.to(dev, non_blocking=True),
-            seq_lens=seq_lens,
-            prefix_lens=torch.tensor(batch.prefix_lens, dtype=torch.int64),
-            extend_lens=torch.tensor([r.extend_len for r in batch.reqs], dtype=torch.int64),
-            is_decode=all(r.extend_len == 1 for r in batch.reqs),
-            logits_indices=torch.tensor(logits_idx, dtype=torch.int64).to(dev, non_blocking=True),
-        )
-        return fb, sample_rows, input_rows
-
-    @staticmethod
-    def _wants_sample(req: Req) -> bool:
-        return len(req.output_ids) < req.params.max_new_tokens and not req.is_finished
+    def _prepare(self, batch: ScheduledBatch, prev: Optional[StepHandle] = None):
+        return build_forward_batch(batch, prev, self.table, self.device)
 
     # ---- the step -------------------------------------------------------------------------
-    @torch.inference_mode()
     def forward(self, batch: ScheduledBatch) -> RunnerOutput:
-        fb, sample_rows, input_rows = self._prepare(batch)
-        sampling = [(i, req) for i, req in enumerate(batch.reqs) if sample_rows[i] >= 0]
+        """Run one step and read its results back (no overlap)."""
+        return self.collect(self.launch(batch))
+
+    @torch.inference_mode()
+    def launch(self, batch: ScheduledBatch, prev: Optional[StepHandle] = None) -> StepHandle:
+        """Queue the step on the device. Nothing here waits for the device unless the step needs
+        host-side results at once (input logprobs, top logprobs, grammar masks, penalties, ...);
+        then the handle comes back with its output already read."""
+        fb, sample_rows, input_rows, rows = self._prepare(batch, prev)
+        if self.batch_sender is not None:
+            self.batch_sender.send(fb)  # the other ranks run the same forward
+        sampling = [i for i in range(len(batch.reqs)) if sample_rows[i] >= 0]
+        reqs = [batch.reqs[i] for i in sampling]
         # The grammar masks of this step's samples depend only on tokens already accepted, so
         # the matchers fill them on a worker thread while the model runs (torch drops the GIL).
         mask_future = None
-        if any(req.grammar is not None for _, req in sampling):
-            mask_future = self._mask_pool.submit(self._fill_grammar_bitmask, [r for _, r in sampling])
+        if any(req.grammar is not None for req in reqs):
+            mask_future = self._mask_pool.submit(self._fill_grammar_bitmask, reqs)
+        handle = StepHandle(batch, sampling)
         if fb.logits_indices.numel() == 0:
             self.model(fb, self.pool, self.attn)  # KV of the new tokens only
             empty = [None] * len(batch.reqs)
-            return RunnerOutput(empty, empty, empty, [[] for _ in batch.reqs], [[] for _ in batch.reqs])
+            handle.output = RunnerOutput(empty, empty, empty, [[] for _ in batch.reqs], [[] for _ in batch.reqs])
+            return handle
+        # everything built from host data is queued before the forward, so no copy waits for it
+        info = self._sampling_info(reqs) if reqs else None
         if self.graph_runner is not None and self.graph_runner.can_run(fb):
             # decode: token i is req i, so the graph's logits rows are indexed like hidden rows
             logits = self.graph_runner.replay(fb)[fb.logits_indices]  # [num_logits, vocab] f32
@@ -142,48 +110,93 @@ class ModelRunner:
             hidden = self.model(fb, self.pool, self.attn)  # [num_tokens, hidden]
             logits = self.model.compute_logits(hidden[fb.logits_indices])  # [num_logits, vocab] f32
 
-        next_ids: list[Optional[int]] = [None] * len(batch.reqs)
-        next_lp: list[Optional[float]] = [None] * len(batch.reqs)
-        next_top: list[Optional[list]] = [None] * len(batch.reqs)
-        if sampling:
-            rows = torch.tensor([sample_rows[i] for i, _ in sampling], device=logits.device)
+        k = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0)
+        read_now = k > 0 or any(input_rows) or mask_future is not None or (info is not None and info.need_penalties)
+        if reqs:
             bitmask = mask_future.result() if mask_future is not None else None
-            toks, lps, tops = self._sample(logits[rows], [r for _, r in sampling], bitmask)
-            for j, (i, _) in enumerate(sampling):
-                next_ids[i], next_lp[i], next_top[i] = toks[j], lps[j], tops[j]
+            out = self._sample(logits[rows], reqs, info, bitmask, k)
+            handle.next_tokens = out.next_token_ids
+        if read_now:
+            handle.output = self._read_back(handle, out if reqs else None, reqs, k, logits, input_rows)
+        elif reqs:
+            pinned = self.device.type == "cuda"
+            handle.host_tokens = torch.empty(len(reqs), dtype=torch.int64, pin_memory=pinned)
+            handle.host_logprobs = torch.empty(len(reqs), dtype=torch.float32, pin_memory=pinned)
+            handle.host_tokens.copy_(out.next_token_ids, non_blocking=True)
+            handle.host_logprobs.copy_(out.logprobs, non_blocking=True)
+            if pinned:
+                handle.ready = torch.cuda.Event()
+                handle.ready.record()
+        return handle
 
-        in_lp, in_top = self._input_logprobs(batch, logits, input_rows)
+    def collect(self, handle: StepHandle) -> RunnerOutput:
+        """Wait for a launched step and return its results per req."""
+        if handle.output is not None:
+            return handle.output
+        if handle.ready is not None:
+            handle.ready.synchronize()
+        n = len(handle.batch.reqs)
+        next_ids: list[Optional[int]] = [None] * n
+        next_lp: list[Optional[float]] = [None] * n
+        for j, (tok, lp) in enumerate(zip(handle.host_tokens.tolist(), handle.host_logprobs.tolist())):
+            i = handle.sampling[j]
+            next_ids[i], next_lp[i] = tok, lp
+        return RunnerOutput(next_ids, next_lp, [None] * n, [[] for _ in range(n)], [[] for _ in range(n)])
+
+    def _read_back(self, handle: StepHandle, out, reqs: list[Req], k: int, logits: torch.Tensor,
+                   input_rows: list[list[int]]) -> RunnerOutput:
+        n = len(handle.batch.reqs)
+        next_ids: list[Optional[int]] = [None] * n
+        next_lp: list[Optional[float]] = [None] * n
+        next_top: list[Optional[list]] = [None] * n
+        if out is not None:
+            toks, lps = out.next_token_ids.tolist(), out.logprobs.tolist()
+            tops: list[Optional[list]] = [None] * len(reqs)
+            if k > 0:
+                vals, idx = top_logprobs(out.full_logprobs, k)  # after penalties and grammar mask
+                vals, idx = vals.tolist(), idx.tolist()
+                for j, req in enumerate(reqs):
+                    if req.return_logprob and req.top_logprobs_num > 0:
+                        m = req.top_logprobs_num
+                        tops[j] = list(zip(vals[j][:m], idx[j][:m]))
+            for j, i in enumerate(handle.sampling):
+                next_ids[i], next_lp[i], next_top[i] = toks[j], lps[j], tops[j]
+        in_lp, in_top = self._input_logprobs(handle.batch, logits, input_rows)
         return RunnerOutput(next_ids, next_lp, next_top, in_lp, in_top)
 
-    def _sample(self, logits: torch.Tensor, reqs: list[Req], bitmask: Optional[torch.Tensor]):
+    def _sampling_info(self, reqs: list[Req]) -> SamplingBatchInfo:
+        """Built on the host and copied without blocking (a blocking copy would wait for the
+        step still running on the device). All-greedy batches reuse one info per batch size."""
+        params = [r.params for r in reqs]
+        plain_greedy = all(p.is_greedy and p.seed is None and p.min_new_tokens == 0 for p in params) \
+            and not any(p.frequency_penalty or p.presence_penalty or p.repetition_penalty != 1.0 for p in params)
+        if plain_greedy and len(reqs) in self._greedy_infos:
+            return self._greedy_infos[len(reqs)]
+        info = SamplingBatchInfo.build(params, vocab_size=self.vocab_size, device="cpu",
+                                       steps=[r.num_output_tokens for r in reqs])
+        if self.device.type != "cpu":
+            moved = {f.name: getattr(info, f.name).pin_memory().to(self.device, non_blocking=True)
+                     for f in dataclasses.fields(info) if isinstance(getattr(info, f.name), torch.Tensor)}
+            info = dataclasses.replace(info, **moved)
+        if plain_greedy:
+            self._greedy_infos[len(reqs)] = info
+        return info
+
+    def _sample(self, logits: torch.Tensor, reqs: list[Req], info: SamplingBatchInfo,
+                bitmask: Optional[torch.Tensor], k: int):
         """logits: [bs, vocab] f32 rows of the sampling requests; bitmask: [bs, W] int32 or None."""
-        bs = len(reqs)
         # min_new_tokens: EOS and stop ids are banned until enough tokens were produced
         for j, req in enumerate(reqs):
-            if len(req.output_ids) < req.params.min_new_tokens:
+            if req.num_output_tokens < req.params.min_new_tokens:
                 banned = list(req.params.stop_token_ids) + ([] if req.params.ignore_eos else list(self.eos_token_ids))
                 if banned:
                     logits[j, banned] = float("-inf")
-        info = SamplingBatchInfo.build(
-            [r.params for r in reqs], vocab_size=logits.shape[-1], device=logits.device,
-            steps=[len(r.output_ids) for r in reqs], vocab_mask=bitmask,
-        )
+        if bitmask is not None:
+            info = dataclasses.replace(info, vocab_mask=bitmask.to(self.device))
         if info.need_penalties:
             counts = count_tokens([r.output_ids for r in reqs], logits.shape[-1], logits.device)
             logits = apply_penalties(logits, counts, info)
-        k = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0)
-        out = sample(logits, info, return_full_logprobs=k > 0)
-        toks = out.next_token_ids.tolist()
-        lps = out.logprobs.tolist()
-        tops: list[Optional[list]] = [None] * bs
-        if k > 0:
-            vals, idx = top_logprobs(out.full_logprobs, k)  # after penalties and grammar mask
-            vals, idx = vals.tolist(), idx.tolist()
-            for j, req in enumerate(reqs):
-                if req.return_logprob and req.top_logprobs_num > 0:
-                    n = req.top_logprobs_num
-                    tops[j] = list(zip(vals[j][:n], idx[j][:n]))
-        return toks, lps, tops
+        return sample(logits, info, return_full_logprobs=k > 0)
 
     def _fill_grammar_bitmask(self, reqs: list[Req]) -> Optional[torch.Tensor]:
         if not any(r.grammar is not None for r in reqs):

@@ -6,7 +6,7 @@ import logging
 import time
 
 from .detokenizer import IncrementalDetokenizer
-from .model_runner import RunnerOutput
+from .step_output import RunnerOutput
 from .request import Req, ReqOutput
 from .scheduler import ScheduledBatch
 
@@ -24,7 +24,8 @@ class OutputProcessor:
 
     def new_detokenizer(self, req: Req) -> IncrementalDetokenizer:
         p = req.params
-        return IncrementalDetokenizer(self.tokenizer, p.skip_special_tokens, p.stop, p.no_stop_trim)
+        return IncrementalDetokenizer(self.tokenizer, p.skip_special_tokens, p.stop, p.no_stop_trim,
+                                      lazy=not req.stream)
 
     def process(self, batch: ScheduledBatch, out: RunnerOutput) -> None:
         for i, req in enumerate(batch.reqs):
@@ -88,7 +89,7 @@ class OutputProcessor:
         if not req.is_finished:
             if len(req.output_ids) >= p.max_new_tokens:
                 req.finish({"type": "length", "length": p.max_new_tokens})
-            elif req.seq_len >= self.max_context_len:
+            elif len(req.prompt_ids) + len(req.output_ids) >= self.max_context_len:
                 req.finish({"type": "length", "length": len(req.output_ids)})
 
     def _jump_forward(self, req: Req) -> None:

@@ -43,7 +43,7 @@ class Req:
     output_ids: list[int] = field(default_factory=list)
     # KV: slots of fill_ids[:kv_len]; the first `locked_len` of them belong to the radix cache
     # (locked through `last_node`), the rest are owned by this request.
-    kv_indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    kv_chunks: list = field(default_factory=list)  # [n] int64 CPU tensors; see kv_indices
     kv_len: int = 0
     cached_len: int = 0  # prompt tokens served from the radix cache at (first) admission
     locked_len: int = 0
@@ -51,6 +51,13 @@ class Req:
     num_retractions: int = 0
     # prefill progress of this step (set by the scheduler)
     extend_len: int = 0
+    # overlapped scheduling: tokens sampled on the device but not yet in output_ids (0 or 1
+    # between steps), and the row of the latest launched step's token tensor that holds it
+    num_pending: int = 0
+    pending_row: int = -1
+    # its row of the device-side slot table (ReqToTokenTable) and how much of it is up to date
+    table_row: int = -1
+    table_len: int = 0
     # output state
     text: str = ""
     finish_reason: Optional[dict] = None
@@ -68,6 +75,21 @@ class Req:
     error: Optional[str] = None
 
     @property
+    def kv_indices(self) -> torch.Tensor:
+        """[kv_len] int64 KV slots of fill_ids[:kv_len] (chunks appended per step, joined on read)."""
+        if len(self.kv_chunks) != 1:
+            self.kv_chunks = [torch.cat(self.kv_chunks) if self.kv_chunks else torch.empty(0, dtype=torch.int64)]
+        return self.kv_chunks[0]
+
+    @kv_indices.setter
+    def kv_indices(self, value: torch.Tensor) -> None:
+        self.kv_chunks = [value]
+        self.table_len = 0  # the device table row no longer matches
+
+    def append_kv(self, slots: torch.Tensor) -> None:
+        self.kv_chunks.append(slots)
+
+    @property
     def fill_ids(self) -> list[int]:
         """Every token of the sequence so far: prompt then output."""
         return self.prompt_ids + self.output_ids
@@ -83,7 +105,13 @@ class Req:
 
     @property
     def seq_len(self) -> int:
-        return len(self.prompt_ids) + len(self.output_ids)
+        """Tokens of the sequence, counting those sampled but not yet read back (num_pending)."""
+        return len(self.prompt_ids) + len(self.output_ids) + self.num_pending
+
+    @property
+    def num_output_tokens(self) -> int:
+        """Output tokens sampled so far, read back or not."""
+        return len(self.output_ids) + self.num_pending
 
     @property
     def num_uncomputed(self) -> int:

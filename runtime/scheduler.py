@@ -35,9 +35,10 @@ class ScheduledBatch:
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, pool: KVPool, max_context_len: int):
+    def __init__(self, config: EngineConfig, pool: KVPool, max_context_len: int, table=None):
         self.config = config
         self.pool = pool
+        self.table = table  # the runner's ReqToTokenTable: rows are given back on release
         self.cache = RadixCache(disable=config.disable_radix_cache)
         self.max_context_len = max_context_len
         self.waiting: collections.deque[Req] = collections.deque()
@@ -76,8 +77,17 @@ class Scheduler:
         reqs, slots, prefix_lens = [], [], []
         budget = self.config.chunk_size
 
+        decodes = [r for r in self.running if r.num_uncomputed == 1 and not self._ends_when_read(r)]
+        # one allocation for all decodes when they fit (the common case), sliced per request
+        block = self.pool.alloc(len(decodes)) if 0 < len(decodes) <= self.pool.num_free else None
+        cursor = [0]
+
         def take(req: Req, n: int) -> bool:
-            got = self._alloc(n)
+            if block is not None and n == 1 and cursor[0] < len(block):
+                got = block[cursor[0]:cursor[0] + 1]
+                cursor[0] += 1
+            else:
+                got = self._alloc(n)
             if got is None:
                 return False
             req.extend_len = n
@@ -87,8 +97,15 @@ class Scheduler:
             return True
 
         # 1. running requests: decodes first (1 token each), then unfinished prefill chunks
-        decodes = [r for r in self.running if r.num_uncomputed == 1]
         prefills = [r for r in self.running if r.num_uncomputed > 1]
+        if block is not None:  # every decode has its slot: no retraction can be needed
+            for req in decodes:
+                req.extend_len = 1
+            reqs.extend(decodes)
+            prefix_lens.extend(r.kv_len for r in decodes)
+            slots.extend(block.split(1))
+            cursor[0] = len(block)
+            decodes = []
         for req in decodes:
             if req.status is not ReqStatus.RUNNING:
                 continue  # retracted a moment ago to make room
@@ -132,6 +149,8 @@ class Scheduler:
                 self.num_prompt_tokens += len(req.prompt_ids)
                 self.num_cached_prompt_tokens += req.cached_len
 
+        if block is not None and cursor[0] < len(block):
+            self.pool.free(block[cursor[0]:])  # never handed out
         if not reqs:
             return None
         return ScheduledBatch(reqs, slots, prefix_lens)
@@ -139,7 +158,7 @@ class Scheduler:
     def commit(self, batch: ScheduledBatch) -> None:
         """After the forward: the new tokens now have KV in their slots."""
         for req, got in zip(batch.reqs, batch.out_slots):
-            req.kv_indices = torch.cat([req.kv_indices, got])
+            req.append_kv(got)
             req.kv_len += req.extend_len
             req.extend_len = 0
 
@@ -147,15 +166,24 @@ class Scheduler:
         """Release finished requests, share finished prefill chunks; returns the finished ones."""
         done = []
         for req in batch.reqs:
+            if req.status is ReqStatus.FINISHED:
+                continue  # (overlap) it finished while this step ran and was released then
             if req.is_finished:
                 if req in self.running:
                     self.running.remove(req)
+                elif req in self.waiting:  # (overlap) retracted while its last token was in flight
+                    self.waiting.remove(req)
                 self._release(req)
                 req.status = ReqStatus.FINISHED
                 done.append(req)
             elif req.num_uncomputed > 1 and req.kv_len > req.locked_len:
                 self._cache_unfinished(req)  # a chunk finished: let others share it now
         return done
+
+    def _ends_when_read(self, req: Req) -> bool:
+        """(overlap) The token still in flight ends req by length: do not decode it further."""
+        return req.num_pending > 0 and (req.num_output_tokens >= req.params.max_new_tokens
+                                        or req.seq_len >= self.max_context_len)
 
     # ---- KV bookkeeping -------------------------------------------------------------------
     def _alloc(self, n: int) -> Optional[torch.Tensor]:
@@ -217,6 +245,9 @@ class Scheduler:
         req.last_node = None
         req.kv_indices = torch.empty(0, dtype=torch.int64)
         req.kv_len = req.locked_len = 0
+        if req.table_row >= 0 and self.table is not None:
+            self.table.free_row(req.table_row)
+            req.table_row = -1
 
     def _retract_one(self, scheduled: list[Req], current: Req) -> bool:
         """Preempt the most recently admitted running request not yet in this step's batch;

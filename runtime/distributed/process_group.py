@@ -3,7 +3,12 @@ torch.distributed process group that the parallel layers (runtime/layers/linear.
 all-reduce / all-gather over.
 
 Backend: NCCL when the rank has a CUDA device, gloo on CPU. NCCL's NVLink multicast (NVLS) is
-switched off (`NCCL_NVLS_ENABLE=0`) before the first communicator is built, in every rank."""
+switched off (`NCCL_NVLS_ENABLE=0`) before the first communicator is built, in every rank.
+
+Besides the default group (the forward's collectives, timing out after `timeout_s`), every rank
+joins a gloo "control" group on the CPU with a timeout of days: ranks 1..N-1 wait in it for the
+next batch header however long the engine stays idle, and setup agreements (`agree_on_min`) run
+in it while ranks load at different speeds."""
 from __future__ import annotations
 
 import datetime
@@ -13,6 +18,10 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+
+
+CONTROL_TIMEOUT = datetime.timedelta(days=365)
+_control_group = None  # the gloo control group of this process, once joined
 
 
 class TPInitError(RuntimeError):
@@ -49,10 +58,47 @@ def init_tp_group(rank: int, size: int, init_method: str, device: str = "cpu",
         dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
     except (RuntimeError, ValueError) as e:
+        # The failed attempt used up a group name ("0"): reset torch's counter, as destroying a
+        # group does, or this process's next group would be "1" and never meet its peers' "0".
+        dist.distributed_c10d._world.group_count = 0
         raise TPInitError(f"rank {rank}/{size}: could not join the {backend} group at {init_method}: {e}") from e
+    global _control_group
+    _control_group = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
     return TPGroup(rank, size, backend, device)
 
 
+def control_group():
+    """The gloo control group (CPU tensors only); None when no group was joined."""
+    return _control_group
+
+
+def rank_device(device: str, rank: int) -> str:
+    """The device of `rank` when rank 0 runs on `device`: cpu for all, else consecutive GPUs
+    (cuda / cuda:0 -> cuda:rank, cuda:k -> cuda:k+rank)."""
+    if device == "cpu":
+        return "cpu"
+    first = int(device.split(":")[1]) if ":" in device else 0
+    return f"cuda:{first + rank}"
+
+
+def agree_on_min(value: int) -> int:
+    """The smallest `value` over all ranks (each rank passes its own); `value` itself outside a
+    group. E.g. KV pool slots: every rank must hold the same slot count."""
+    if _control_group is None:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=_control_group)
+    return int(t.item())
+
+
 def destroy_tp_group() -> None:
+    """Leave the group: destroy it on gloo; abort it on NCCL (local: never waits on peers, nor on
+    communicators captured in CUDA graphs, where destroy_process_group was seen to hang)."""
+    global _control_group
     if dist.is_initialized():
-        dist.destroy_process_group()
+        abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+        if dist.get_backend() == "nccl" and abort is not None:
+            abort()
+        else:
+            dist.destroy_process_group()
+    _control_group = None

@@ -1,8 +1,8 @@
 """One sharded prefill outside the Engine: every rank builds its shard of the model (load_model with
 tp_rank/tp_size reads only its rows/columns into memory), its shard of the KV pool (its KV heads),
 and runs the same ForwardBatch; row-parallel layers all-reduce, the LM head all-gathers, so every
-rank ends with the full logits. Used to check TP=N against TP=1 and as the template for the
-ModelRunner hook (docs/deployment.md)."""
+rank ends with the full logits. Tests use it to check TP=N against TP=1 (the Engine runs the
+same layers through ModelRunner and tp_worker.py)."""
 from __future__ import annotations
 
 from typing import Sequence

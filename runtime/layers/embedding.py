@@ -1,4 +1,4 @@
-"""Vocab-parallel token embedding and LM head (tp_size 1 today; shapes ready for a vocab split).
+"""Vocab-parallel token embedding and LM head.
 
     VocabParallelEmbedding  W: [vocab / tp, hidden]  rank r owns ids [r*V/tp, (r+1)*V/tp); other ids
                             embed to zero and an all-reduce sums the ranks' rows
@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed.collectives import all_gather, all_reduce
 from .linear import WeightShapeError
 
 
@@ -40,7 +41,7 @@ class VocabParallelEmbedding(nn.Module):
         outside = (local < 0) | (local >= self.shard_size)
         out = F.embedding(local.masked_fill(outside, 0), self.weight)
         out.masked_fill_(outside.unsqueeze(-1), 0)
-        torch.distributed.all_reduce(out)
+        all_reduce(out)
         return out
 
 
@@ -52,9 +53,7 @@ class ParallelLMHead(VocabParallelEmbedding):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [n, hidden] -> logits [n, vocab] float32
-        logits = F.linear(hidden, self.weight).float()
+        logits = F.linear(hidden, self.weight).float()  # [n, vocab / tp]
         if self.tp_size == 1:
             return logits
-        parts = [torch.empty_like(logits) for _ in range(self.tp_size)]
-        torch.distributed.all_gather(parts, logits)
-        return torch.cat(parts, dim=-1)
+        return all_gather(logits, self.tp_size)  # [n, vocab]

@@ -68,13 +68,17 @@ class TritonAttentionBackend(AttentionBackend):
         self._static_fb = None
         device = fb.input_ids.device
         if fb.is_decode:
-            seq_lens = fb.seq_lens.to(device=device, dtype=torch.int32, non_blocking=True)
+            lens = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens
+            seq_lens = lens.to(device=device, dtype=torch.int32, non_blocking=True)
             self._meta = _DecodeMeta(seq_lens, 0)  # split count fixed on the first layer (needs Hkv)
             return
         extend = fb.extend_lens.to(torch.int32)
         starts = torch.zeros_like(extend)
         starts[1:] = torch.cumsum(extend, 0)[:-1]
-        packed = torch.stack([starts, fb.prefix_lens.to(torch.int32), extend]).to(device, non_blocking=True)
+        packed = torch.stack([starts, fb.prefix_lens.to(torch.int32), extend])  # [3, bs] int32
+        if device.type == "cuda":
+            packed = packed.pin_memory()  # a pageable source may wait for the running step
+        packed = packed.to(device, non_blocking=True)
         self._meta = _ExtendMeta(packed[0], packed[1], packed[2], int(extend.max()) if len(extend) else 0)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,

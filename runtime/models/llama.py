@@ -17,7 +17,7 @@ from torch import nn
 from ..layers.activation import SiluAndMul
 from ..layers.attention import AttentionBackend
 from ..layers.embedding import ParallelLMHead, VocabParallelEmbedding
-from ..layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+from ..layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear, read_whole
 from ..layers.norm import RMSNorm
 from ..layers.rotary import RotaryEmbedding, apply_rotary
 from .config_utils import ModelDims, rope_settings
@@ -38,8 +38,10 @@ class LlamaAttention(nn.Module):
         self.num_heads = self.qkv_proj.num_heads  # per rank
         self.num_kv_heads = self.qkv_proj.num_kv_heads
         self.head_dim = dims.head_dim
+        heads = self.qkv_proj.heads  # o_proj's input columns follow this rank's q heads
         self.o_proj = RowParallelLinear(dims.num_heads * dims.head_dim, dims.hidden_size, bias=o_bias,
-                                        tp_rank=tp_rank, tp_size=tp_size)
+                                        tp_rank=tp_rank, tp_size=tp_size,
+                                        in_shard=(heads.q_start * self.head_dim, heads.num_q * self.head_dim))
         self.qk_norm = qk_norm
         if qk_norm:
             self.q_norm = RMSNorm(dims.head_dim, dims.rms_norm_eps)
@@ -167,7 +169,8 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(hidden)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy HF-named checkpoint tensors into our (possibly fused) parameters."""
+        """Copy HF-named checkpoint tensors into our (possibly fused) parameters. A tensor may be
+        lazy (loader.CheckpointTensor): each weight_loader reads only this rank's part."""
         params = dict(self.named_parameters(remove_duplicate=False))
         unexpected, loaded = [], set()  # loaded: (our name, shard id)
         for name, tensor in weights:
@@ -208,7 +211,8 @@ class LlamaForCausalLM(nn.Module):
         return required
 
 
-def _copy_whole(name: str, param: torch.Tensor, tensor: torch.Tensor) -> None:
-    if param.shape != tensor.shape:
+def _copy_whole(name: str, param: torch.Tensor, tensor) -> None:
+    """tensor: a torch.Tensor or a lazy CheckpointTensor (read here, in full)."""
+    if tuple(param.shape) != tuple(tensor.shape):
         raise WeightLoadError(f"{name}: expected shape {tuple(param.shape)}, got {tuple(tensor.shape)}")
-    param.data.copy_(tensor)
+    param.data.copy_(read_whole(tensor))

@@ -2,11 +2,16 @@
 
 The model is built on the meta device (no memory, no init), given real storage on the target
 device in the target dtype, then filled from the safetensors files (one file or an indexed
-shard set) through each parameter's weight_loader.
+shard set) through each parameter's weight_loader. Checkpoint tensors are handed over lazily
+(CheckpointTensor), so a tensor-parallel rank reads only its own rows/columns from disk.
+
+load_format "dummy" reads config.json only and fills this rank's shard with small seeded random
+values on its device (benchmarks: a 70B model never exists whole on one rank or on the host).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -14,6 +19,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..config import LOAD_FORMATS
+from ..layers.linear import shard_heads
 from .config_utils import ModelDims, sliding_window
 from .registry import get_model_class
 
@@ -53,13 +60,40 @@ def safetensors_files(model_dir: str) -> list[str]:
     return [os.path.join(model_dir, f) for f in files]
 
 
-def iterate_weights(model_dir: str) -> Iterator[tuple[str, torch.Tensor]]:
+class CheckpointTensor:
+    """One tensor of a safetensors file, read from disk only where narrowed. Weight loaders use
+    `.shape` and `.narrow(dim, start, length)` (as on a torch.Tensor), so each rank reads its part."""
+
+    def __init__(self, st_slice):
+        self._slice = st_slice
+        self.shape = torch.Size(st_slice.get_shape())
+
+    def narrow(self, dim: int, start: int, length: int) -> torch.Tensor:
+        index = [slice(None)] * len(self.shape)
+        index[dim] = slice(start, start + length)
+        return self._slice[tuple(index)]
+
+
+def iterate_weights(model_dir: str) -> Iterator[tuple[str, CheckpointTensor]]:
     from safetensors import safe_open
 
     for path in safetensors_files(model_dir):
         with safe_open(path, framework="pt", device="cpu") as f:
             for name in f.keys():
-                yield name, f.get_tensor(name)
+                yield name, CheckpointTensor(f.get_slice(name))
+
+
+@torch.no_grad()
+def fill_dummy_weights(model: nn.Module, seed: int) -> None:
+    """Norm weights 1, other vectors (biases) 0, matrices N(0, 1/fan_in), drawn on the
+    parameters' device from `seed` (give each rank its own seed)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            p.fill_(1.0 if "norm" in name else 0.0)
+        else:
+            p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]), generator=gen)
 
 
 def load_config(model_dir: str):
@@ -70,7 +104,11 @@ def load_config(model_dir: str):
 
 
 def load_model(model_dir: str, dtype: torch.dtype, device: str | torch.device = "cpu",
-               tp_rank: int = 0, tp_size: int = 1) -> LoadedModel:
+               tp_rank: int = 0, tp_size: int = 1, load_format: str = "auto", seed: int = 0) -> LoadedModel:
+    """This rank's shard of the model; load_format "dummy" fills it with random values from
+    seed + tp_rank instead of reading weights."""
+    if load_format not in LOAD_FORMATS:
+        raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {load_format!r}")
     hf_config = load_config(model_dir)
     model_cls = get_model_class(getattr(hf_config, "architectures", None))
     device = torch.device(device)
@@ -78,13 +116,17 @@ def load_model(model_dir: str, dtype: torch.dtype, device: str | torch.device = 
         model = model_cls(hf_config, tp_rank=tp_rank, tp_size=tp_size)
     model = model.to(dtype).to_empty(device=device)
     model.tie_weights()  # to_empty gave the tied pair separate storage
-    model.load_weights(iterate_weights(model_dir))
+    if load_format == "dummy":
+        fill_dummy_weights(model, seed + tp_rank)
+    else:
+        model.load_weights(iterate_weights(model_dir))
     model.eval()
     dims = ModelDims.from_hf(hf_config)
+    heads = shard_heads(dims.num_heads, dims.num_kv_heads, tp_rank, tp_size)
     window = sliding_window(hf_config)
     max_len = dims.max_position if window is None else min(dims.max_position, window)
     return LoadedModel(model=model, hf_config=hf_config, num_layers=dims.num_layers,
-                       num_kv_heads=max(1, dims.num_kv_heads // tp_size), head_dim=dims.head_dim,
+                       num_kv_heads=heads.num_kv, head_dim=dims.head_dim,
                        vocab_size=dims.vocab_size, max_context_len=max_len, dtype=dtype, device=device)
 
 

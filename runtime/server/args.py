@@ -37,7 +37,10 @@ ENGINE_FLAG_HELP = {
     "attention_backend": f"attention implementation, one of {ATTENTION_BACKENDS}",
     "cuda_graph_max_bs": "largest decode batch captured in a CUDA graph",
     "disable_cuda_graph": "run decode eagerly on CUDA",
+    "overlap_schedule": "auto (on for CUDA) / on / off: schedule step N+1 while step N runs on the device",
     "num_threads": "torch intra-op threads on CPU",
+    "tp_size": "tensor parallelism: shard the model over this many devices (one process each)",
+    "load_format": "auto: read the weights; dummy: seeded random weights from config.json (benchmarks)",
     "random_seed": "seed of the sampler",
     "log_level": f"engine log level, one of {LOG_LEVELS}",
 }

@@ -1,8 +1,8 @@
 """Tensor parallelism on CPU with gloo: a sharded forward of the default model gives the TP=1
 logits, and a rank that dies is reported by name instead of hanging rank 0.
 
-The default model has 9 query / 3 KV heads, so it splits evenly over 3 ranks (not 2: see
-docs/deployment.md); TP=3 is what this box can check."""
+The default model has 9 query / 3 KV heads: TP=3 splits them evenly, TP=2 unevenly by KV group
+(rank 0: KV heads 0-1 with q heads 0-5; rank 1: KV head 2 with q heads 6-8)."""
 import os
 
 import pytest
@@ -16,15 +16,16 @@ from sgl_lang.runtime.distributed.process_group import TPGroup  # noqa: E402
 
 
 @pytest.mark.slow
-def test_tp3_gloo_logits_match_tp1():
+@pytest.mark.parametrize("tp_size", [2, 3])
+def test_gloo_logits_match_tp1(tp_size):
     from sgl_lang.runtime.default_model import default_model_dir
     from sgl_lang.runtime.distributed.tp_forward import rank_main, sharded_prefill_logits
     model_dir = default_model_dir()
     token_ids = [504, 3575, 282, 4649, 314]  # "The capital of France is"
     ref = sharded_prefill_logits(model_dir, token_ids, TPGroup(0, 1, "none", "cpu"))  # [T, vocab]
-    workers = TPWorkers(3, rank_main, (model_dir, token_ids)).start()
+    workers = TPWorkers(tp_size, rank_main, (model_dir, token_ids)).start()
     try:
-        out = rank_main(0, 3, workers.init_method, model_dir, token_ids)
+        out = rank_main(0, tp_size, workers.init_method, model_dir, token_ids)
     finally:
         workers.shutdown()
     assert out.shape == ref.shape == (len(token_ids), 49152)

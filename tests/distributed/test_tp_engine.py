@@ -1,0 +1,58 @@
+"""The Engine at tp_size 2 on CPU (gloo): the same greedy text and token logprobs as tp_size 1 on
+the default model (whose 9 q / 3 KV heads split unevenly over 2 ranks), and a rank killed
+mid-generation fails the requests in flight by name, then the engine refuses new work."""
+import os
+import signal
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from sgl_lang.runtime.engine import Engine  # noqa: E402
+from sgl_lang.runtime.errors import EngineStopped  # noqa: E402
+
+FLAGS = dict(dtype="float32", device="cpu", max_total_tokens=2048, num_threads=1)
+PROMPTS = ["The capital of France is", "List three colors:"]
+GREEDY = {"temperature": 0, "max_new_tokens": 12}
+
+
+def _token_logprobs(out: dict) -> list[float]:
+    return [lp for lp, _tok, *_ in out["meta_info"]["output_token_logprobs"]]
+
+
+@pytest.mark.slow
+def test_tp2_engine_matches_tp1():
+    with Engine(**FLAGS) as eng:
+        ref = eng.generate(PROMPTS, GREEDY, return_logprob=True, top_logprobs_num=3)
+    with Engine(tp_size=2, **FLAGS) as eng:
+        assert eng.tp is not None and eng.runner.pool.num_slots == 2048
+        out = eng.generate(PROMPTS, GREEDY, return_logprob=True, top_logprobs_num=3)
+        assert eng.loaded.num_kv_heads == 2  # rank 0 holds KV heads 0-1
+        workers = list(eng.tp.workers.procs.values())
+    for r, o in zip(ref, out):
+        assert "error" not in o
+        assert o["output_ids"] == r["output_ids"] and o["text"] == r["text"]
+        torch.testing.assert_close(torch.tensor(_token_logprobs(o)), torch.tensor(_token_logprobs(r)),
+                                   atol=1e-3, rtol=0)
+    assert all(p.exitcode == 0 for p in workers)  # STOP ended them cleanly
+
+
+@pytest.mark.slow
+def test_killed_rank_fails_requests_and_stops_engine():
+    eng = Engine(tp_size=2, **FLAGS)
+    try:
+        stream = eng.generate("Count: 1, 2, 3,", {"temperature": 0, "max_new_tokens": 500,
+                                                   "ignore_eos": True}, stream=True)
+        next(stream)  # generation is running
+        t0 = time.monotonic()
+        os.kill(eng.tp.workers.procs[1].pid, signal.SIGKILL)
+        last = list(stream)[-1]
+        assert time.monotonic() - t0 < 60
+        assert last["meta_info"]["finish_reason"]["type"] == "abort"
+        assert "tensor-parallel rank 1 died (killed by signal 9)" in last["error"]
+        with pytest.raises(EngineStopped, match="rank 1 died"):
+            eng.generate("Hello", {"max_new_tokens": 4})
+    finally:
+        eng.shutdown()
