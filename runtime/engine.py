@@ -24,31 +24,9 @@ from .output_processor import OutputProcessor
 from .request import Req
 from .generate_api import GenerateAPI
 from .scheduler import Scheduler
+from .torch_worker import TorchWorker
 
 logger = logging.getLogger("sgl_lang.runtime")
-
-
-class _TorchWorker:
-    """One daemon thread that runs the callables submitted to it, in order."""
-
-    def __init__(self):
-        self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="sgl-engine", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn) -> Future:
-        fut: Future = Future()
-        self._queue.put((fn, fut))
-        return fut
-
-    def _run(self) -> None:
-        while True:
-            fn, fut = self._queue.get()
-            try:
-                fut.set_result(fn())
-            except BaseException as e:  # handed to the submitter
-                fut.set_exception(e)
-            del fn, fut  # hold nothing (e.g. the engine) while parked
 
 
 class Engine(GenerateAPI):
@@ -58,7 +36,7 @@ class Engine(GenerateAPI):
         # Every torch call of the engine (loading, then the loop) runs on this one thread: on CPU,
         # OpenMP keeps a thread team per calling thread, and two teams on a small box (one left
         # by loading on the caller's thread, one for the loop) cost about a third of decode speed.
-        self._worker = _TorchWorker()
+        self._worker = TorchWorker()
         self._worker.submit(self._load).result()
         self._grammar = None
         self._inbox: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
