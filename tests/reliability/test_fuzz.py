@@ -58,17 +58,19 @@ def test_baseline_after_fuzzing(fuzz_server):
 POOL = 96
 
 
-@pytest.fixture(scope="module")
-def stepped_engine():
-    """An engine driven by hand (no background loop): the test calls step() itself."""
+@pytest.fixture(scope="module", params=["off", "on"], ids=["plain", "overlapped"])
+def stepped_engine(request):
+    """An engine driven by hand (no background loop): the test calls step() itself; once with the
+    plain step and once with the overlapped one (a step's tokens read back during the next)."""
     from sgl_lang.runtime.engine import Engine
-    eng = Engine(max_total_tokens=POOL, context_length=64, max_running_requests=4, chunked_prefill_size=16)
+    eng = Engine(max_total_tokens=POOL, context_length=64, max_running_requests=4, chunked_prefill_size=16,
+                 overlap_schedule=request.param)
     yield eng
     eng.shutdown()
 
 
 action = st.one_of(
-    st.tuples(st.just("add"), st.integers(1, 40), st.integers(0, 8), st.booleans()),
+    st.tuples(st.just("add"), st.integers(1, 40), st.integers(0, 8), st.booleans(), st.booleans()),
     st.tuples(st.just("abort"), st.integers(0, 20)),
     st.tuples(st.just("step"), st.integers(1, 3)),
 )
@@ -82,10 +84,12 @@ def test_scheduler_accounting_property(stepped_engine, actions, shared_prefix):
     live = []  # requests added and maybe not finished
     for act in actions:
         if act[0] == "add":
-            _, prompt_len, max_new, is_greedy = act
+            _, prompt_len, max_new, is_greedy, stops = act
             base = [11] * prompt_len if shared_prefix else [3 + (len(live) * 7 + i) % 900 for i in range(prompt_len)]
+            # stop ids on frequent tokens: requests also end on a token nobody could predict
+            stop_ids = [eng.tokenizer.encode(t, add_special_tokens=False)[0] for t in (",", ".", " the", "\n")]
             req = eng.make_request(base, SamplingParams(max_new_tokens=max_new, temperature=0 if is_greedy else 1,
-                                                        ignore_eos=True))
+                                                        ignore_eos=True, stop_token_ids=tuple(stop_ids) if stops else ()))
             eng.scheduler.add(req)
             live.append(req)
         elif act[0] == "abort" and live:
@@ -104,7 +108,9 @@ def test_scheduler_accounting_property(stepped_engine, actions, shared_prefix):
     for req in live:
         assert req.is_finished, req.rid
         reason = req.finish_reason["type"]
-        if reason == "length" and "message" not in req.finish_reason:
+        if reason == "stop":
+            assert req.output_ids[-1] in req.params.stop_token_ids
+        elif reason == "length" and "message" not in req.finish_reason:
             assert len(req.output_ids) == req.params.max_new_tokens
     stats = eng.get_stats()
     assert stats["kv_pool_free"] + stats["cached_tokens"] == stats["kv_pool_total"] == POOL
