@@ -144,13 +144,20 @@ class Engine(GenerateAPI):
             self.processor.emit(self.scheduler.dropped.pop())
         if batch is None:
             return done + (self._complete(prev) if prev is not None else [])
-        handle = self.runner.launch(batch, prev)
-        self.scheduler.commit(batch)
+        early: list = []  # set when the runner completed prev itself, before sampling
+
+        def complete_prev() -> None:
+            self.scheduler.commit(batch)  # first: a request prev ends releases this step's slot too
+            early.append(self._complete(prev))
+
+        handle = self.runner.launch(batch, prev, complete_prev if prev is not None else None)
+        if not early:
+            self.scheduler.commit(batch)
         for j, i in enumerate(handle.sampling):  # their tokens are on the device until read
             batch.reqs[i].num_pending += 1
             batch.reqs[i].pending_row = j
         if prev is not None:
-            done += self._complete(prev)
+            done += early[0] if early else self._complete(prev)
         if self._overlap and handle.can_defer:
             self._inflight = handle
             self.num_overlapped_steps += 1
@@ -159,16 +166,11 @@ class Engine(GenerateAPI):
         return done
 
     def _can_run_ahead_of(self, prev) -> bool:
-        """Whether the next step may be scheduled before prev's tokens are read: only when no
-        request of prev needs its new token on the host to build the next step (grammar mask,
-        penalties) and the running decodes cannot need a retraction."""
+        """Whether the next step may be scheduled before prev's tokens are read: prev was not
+        read back at launch, and the running decodes cannot need a retraction. (Requests whose
+        grammar mask or penalties need prev's token get it before sampling: see launch.)"""
         if not prev.can_defer:
             return False
-        for i in prev.sampling:
-            req = prev.batch.reqs[i]
-            if req.grammar is not None or req.params.frequency_penalty or req.params.presence_penalty \
-                    or req.params.repetition_penalty != 1.0:
-                return False
         s = self.scheduler
         return s.pool.num_free + s.cache.evictable_size >= len(s.running)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -81,19 +81,27 @@ class ModelRunner:
         return self.collect(self.launch(batch))
 
     @torch.inference_mode()
-    def launch(self, batch: ScheduledBatch, prev: Optional[StepHandle] = None) -> StepHandle:
+    def launch(self, batch: ScheduledBatch, prev: Optional[StepHandle] = None,
+               complete_prev: Optional[Callable[[], None]] = None) -> StepHandle:
         """Queue the step on the device. Nothing here waits for the device unless the step needs
-        host-side results at once (input logprobs, top logprobs, grammar masks, penalties, ...);
-        then the handle comes back with its output already read."""
+        host-side results at once (input or top logprobs); then the handle comes back with its
+        output already read.
+
+        complete_prev (overlap): reads the previous step back and applies it. It is called after
+        this step's forward is queued and before sampling when a request's grammar mask or
+        penalties need its token still in flight; a request that step ended, or whose grammar
+        then forced more text (jump-forward), does not sample here."""
         fb, sample_rows, input_rows, rows = self._prepare(batch, prev)
         if self.batch_sender is not None:
             self.batch_sender.send(fb)  # the other ranks run the same forward
         sampling = [i for i in range(len(batch.reqs)) if sample_rows[i] >= 0]
         reqs = [batch.reqs[i] for i in sampling]
+        needs_prev = complete_prev is not None and any(
+            r.num_pending and (r.grammar is not None or r.params.has_penalties) for r in reqs)
         # The grammar masks of this step's samples depend only on tokens already accepted, so
         # the matchers fill them on a worker thread while the model runs (torch drops the GIL).
         mask_future = None
-        if any(req.grammar is not None for req in reqs):
+        if not needs_prev and any(req.grammar is not None for req in reqs):
             mask_future = self._mask_pool.submit(self._fill_grammar_bitmask, reqs)
         handle = StepHandle(batch, sampling)
         if fb.logits_indices.numel() == 0:
@@ -110,14 +118,31 @@ class ModelRunner:
             hidden = self.model(fb, self.pool, self.attn)  # [num_tokens, hidden]
             logits = self.model.compute_logits(hidden[fb.logits_indices])  # [num_logits, vocab] f32
 
+        bitmask = None
+        if needs_prev:
+            # sequence length each sample follows; processing the previous step may change it
+            expected = [batch.prefix_lens[i] + batch.reqs[i].extend_len for i in sampling]
+            complete_prev()  # host work on the previous step while this forward runs
+            keep = [j for j, r in enumerate(reqs) if not r.is_finished and r.seq_len == expected[j]]
+            if len(keep) < len(reqs):
+                sampling = handle.sampling = [sampling[j] for j in keep]
+                reqs = [reqs[j] for j in keep]
+                rows = rows.index_select(0, torch.tensor(keep, dtype=torch.int64).to(self.device))
+                info = self._sampling_info(reqs) if reqs else None
+            bitmask = self._fill_grammar_bitmask(reqs) if reqs else None
+        elif mask_future is not None:
+            bitmask = mask_future.result()
         k = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0)
-        read_now = k > 0 or any(input_rows) or mask_future is not None or (info is not None and info.need_penalties)
+        read_now = k > 0 or any(input_rows)
         if reqs:
-            bitmask = mask_future.result() if mask_future is not None else None
             out = self._sample(logits[rows], reqs, info, bitmask, k)
             handle.next_tokens = out.next_token_ids
         if read_now:
             handle.output = self._read_back(handle, out if reqs else None, reqs, k, logits, input_rows)
+        elif not reqs:
+            n = len(batch.reqs)
+            handle.output = RunnerOutput([None] * n, [None] * n, [None] * n, [[] for _ in range(n)],
+                                         [[] for _ in range(n)])
         elif reqs:
             pinned = self.device.type == "cuda"
             handle.host_tokens = torch.empty(len(reqs), dtype=torch.int64, pin_memory=pinned)

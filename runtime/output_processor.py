@@ -44,7 +44,10 @@ class OutputProcessor:
                 req.input_top_logprobs.append(None)
             token = out.next_token_ids[i]
             if token is None:
-                if req.num_uncomputed == 0:  # prefill-only request (max_new_tokens == 0) is done
+                # prefill-only request (max_new_tokens == 0) whose last chunk was this step (judged
+                # on the step itself: with overlap the next step may already be committed)
+                reached_end = batch.prefix_lens[i] + len(batch.out_slots[i]) >= req.seq_len
+                if reached_end and req.num_output_tokens >= req.params.max_new_tokens:
                     req.finish({"type": "length", "length": 0})
                     self.emit(req)
                 continue

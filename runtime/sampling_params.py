@@ -91,6 +91,10 @@ class SamplingParams:
         return self.temperature < 1e-6 or self.top_k == 1
 
     @property
+    def has_penalties(self) -> bool:
+        return bool(self.frequency_penalty or self.presence_penalty or self.repetition_penalty != 1.0)
+
+    @property
     def grammar_spec(self) -> Optional[tuple[str, str]]:
         """("regex"|"json_schema"|"ebnf", text) or None."""
         for kind in ("json_schema", "regex", "ebnf"):

@@ -53,6 +53,28 @@ def test_seeded_sampling_and_min_new_tokens_match(engine_fp32, overlap_engine, c
     _same_on_both(engine_fp32, overlap_engine, prompts, params)
 
 
+def test_grammars_and_penalties_run_ahead_and_match(engine_fp32, overlap_engine, chat):
+    """Their masks / penalty counts need the token still in flight: the runner completes the
+    previous step after queueing the forward and before sampling; jump-forward then drops the
+    sample of a request whose grammar forced text."""
+    tok = engine_fp32.tokenizer
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                                "population": {"type": "integer"},
+                                                "capital": {"type": "boolean"}},
+              "required": ["city", "population", "capital"], "additionalProperties": False}
+    import json
+    prompts = [chat(tok, "Describe Paris as JSON."), chat(tok, QUESTIONS[1]), chat(tok, QUESTIONS[2]),
+               chat(tok, "Is the sky blue? Answer yes or no.")]
+    params = [{"temperature": 0, "max_new_tokens": 48, "json_schema": json.dumps(schema)},
+              {"temperature": 0, "max_new_tokens": 24, "frequency_penalty": 0.8, "presence_penalty": 0.5},
+              {"temperature": 0, "max_new_tokens": 24},
+              {"temperature": 0, "max_new_tokens": 8, "regex": r"(yes|no)[.!]"}]
+    _, outs, overlapped = _same_on_both(engine_fp32, overlap_engine, prompts, params)
+    assert overlapped > 10, "constrained / penalised requests did not run ahead"
+    assert set(json.loads(outs[0]["text"])) == {"city", "population", "capital"}
+    assert overlap_engine.get_stats()["num_jump_forward_tokens"] > 0
+
+
 def test_logprobs_grammar_and_penalties_fall_back_and_match(engine_fp32, overlap_engine, chat):
     tok = engine_fp32.tokenizer
     prompts = [chat(tok, q) for q in QUESTIONS[:4]]
