@@ -98,7 +98,10 @@ class TPDriver:
             return
         self._stopping.set()
         set_failure_check(None)
-        if self.failure is None:
+        gone = [r for r, p in self.workers.procs.items() if p.exitcode is not None]
+        if gone:  # e.g. a signal to the whole process group reached them first: nothing to stop
+            logger.info("tensor-parallel ranks %s had already exited at shutdown", gone)
+        if self.failure is None and not gone:
             try:
                 self.sender.send_stop()
             except RuntimeError as e:  # a rank died meanwhile: terminate below

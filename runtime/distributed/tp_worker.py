@@ -12,6 +12,7 @@ A rank that fails raises out of its process (non-zero exit code), which rank 0's
 from __future__ import annotations
 
 import logging
+import signal
 
 import torch
 
@@ -55,6 +56,9 @@ def run_forward(runner, fb: ForwardBatch) -> None:
 
 def worker_main(rank: int, size: int, init_method: str, config: EngineConfig, model_dir: str) -> None:
     """Process entry of rank `rank` (1..size-1); returns when rank 0 sends STOP."""
+    # Ctrl-C in a terminal reaches the whole process group: rank 0 decides when ranks stop (it
+    # drains in-flight requests first), so a rank does not die of it on its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     device = rank_device(config.resolved_device(), rank)
     if device == "cpu":
         torch.set_num_threads(config.num_threads or 1)
