@@ -51,7 +51,6 @@ class ModelRunner:
         self.batch_sender = None  # tp_size > 1: TPDriver, sends each ForwardBatch to ranks 1..N-1
         self.graph_runner: Optional[CudaGraphRunner] = None
         if self.device.type == "cuda" and not config.disable_cuda_graph and name == "triton":
-            max_len = min(config.context_length or loaded.max_context_len, loaded.max_context_len)
             self.graph_runner = CudaGraphRunner(
                 self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
                 max_len + 1, loaded.num_kv_heads, self.device)
@@ -106,8 +105,7 @@ class ModelRunner:
         handle = StepHandle(batch, sampling)
         if fb.logits_indices.numel() == 0:
             self.model(fb, self.pool, self.attn)  # KV of the new tokens only
-            empty = [None] * len(batch.reqs)
-            handle.output = RunnerOutput(empty, empty, empty, [[] for _ in batch.reqs], [[] for _ in batch.reqs])
+            handle.output = RunnerOutput.empty(len(batch.reqs))
             return handle
         # everything built from host data is queued before the forward, so no copy waits for it
         info = self._sampling_info(reqs) if reqs else None
@@ -140,10 +138,8 @@ class ModelRunner:
         if read_now:
             handle.output = self._read_back(handle, out if reqs else None, reqs, k, logits, input_rows)
         elif not reqs:
-            n = len(batch.reqs)
-            handle.output = RunnerOutput([None] * n, [None] * n, [None] * n, [[] for _ in range(n)],
-                                         [[] for _ in range(n)])
-        elif reqs:
+            handle.output = RunnerOutput.empty(len(batch.reqs))
+        else:  # read back later (collect): async copies to the host
             pinned = self.device.type == "cuda"
             handle.host_tokens = torch.empty(len(reqs), dtype=torch.int64, pin_memory=pinned)
             handle.host_logprobs = torch.empty(len(reqs), dtype=torch.float32, pin_memory=pinned)
@@ -194,7 +190,7 @@ class ModelRunner:
         step still running on the device). All-greedy batches reuse one info per batch size."""
         params = [r.params for r in reqs]
         plain_greedy = all(p.is_greedy and p.seed is None and p.min_new_tokens == 0 for p in params) \
-            and not any(p.frequency_penalty or p.presence_penalty or p.repetition_penalty != 1.0 for p in params)
+            and not any(p.has_penalties for p in params)
         if plain_greedy and len(reqs) in self._greedy_infos:
             return self._greedy_infos[len(reqs)]
         info = SamplingBatchInfo.build(params, vocab_size=self.vocab_size, device="cpu",

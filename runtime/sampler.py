@@ -117,8 +117,7 @@ class SamplingBatchInfo:
             need_top_k=need_top_k,
             need_top_p=need_top_p,
             need_min_p=any(p.min_p > 0.0 for p in sampling),
-            need_penalties=any(p.frequency_penalty != 0.0 or p.presence_penalty != 0.0
-                               or p.repetition_penalty != 1.0 for p in params),
+            need_penalties=any(p.has_penalties for p in params),
             max_top_k=max((p.top_k for p in sampling if 0 < p.top_k < vocab_size), default=0),
             top_p_needs_full_sort=any(p.top_p < 1.0 and not 0 < p.top_k < vocab_size
                                       for p in sampling),

@@ -20,6 +20,11 @@ class RunnerOutput:
     input_logprobs: list[list] = field(default_factory=list)
     input_top_logprobs: list[list] = field(default_factory=list)
 
+    @classmethod
+    def empty(cls, n: int) -> "RunnerOutput":
+        """n requests, none of which sampled or computed input logprobs this step."""
+        return cls([None] * n, [None] * n, [None] * n, [[] for _ in range(n)], [[] for _ in range(n)])
+
 
 @dataclass
 class StepHandle:
