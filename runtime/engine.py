@@ -1,5 +1,5 @@
-"""Engine: the public entry point of the runtime. add_request / step / abort, plus a background
-loop so many threads (run_batch, HTTP clients) share one continuously batched model.
+"""Engine: the public entry point of the runtime. add_request / step / abort; the background loop
+that lets many threads share one continuously batched model is EngineLoop (engine_loop.py).
 
     step():  batch = scheduler.schedule()      # who runs, how many tokens each
              out = runner.forward(batch)        # model + sampling
@@ -8,7 +8,6 @@ loop so many threads (run_batch, HTTP clients) share one continuously batched mo
 """
 from __future__ import annotations
 
-import logging
 import queue
 from concurrent.futures import Future
 import threading
@@ -22,14 +21,13 @@ from .errors import EngineStopped, InvalidRequest
 from .model_runner import ModelRunner
 from .output_processor import OutputProcessor
 from .request import Req
+from .engine_loop import EngineLoop
 from .generate_api import GenerateAPI
 from .scheduler import Scheduler
 from .torch_worker import TorchWorker
 
-logger = logging.getLogger("sgl_lang.runtime")
 
-
-class Engine(GenerateAPI):
+class Engine(GenerateAPI, EngineLoop):
     def __init__(self, model_path: Optional[str] = None, **flags: Any):
         self.config = EngineConfig.from_kwargs(model_path=model_path, **flags)
         t0 = time.perf_counter()
@@ -231,86 +229,6 @@ class Engine(GenerateAPI):
         req.finish({"type": "abort", "message": message})
         self.processor.emit(req)
 
-    # ---- background loop -------------------------------------------------------------------------
-    def _ensure_loop(self) -> None:
-        with self._lock:
-            if self._loop_future is None:
-                self._loop_future = self._worker.submit(self._loop)
-
-    def _loop(self) -> None:
-        try:
-            while not self._stopped:
-                steps_before = self.num_steps
-                self.step()
-                if self._inbox.empty() and self.num_steps == steps_before and self._inflight is None:
-                    # idle, or only requests that cannot run yet (grammar compiling, pool full):
-                    # sleep until new work arrives instead of spinning
-                    self._wakeup.wait(timeout=0.5 if not self.scheduler.has_work() else 0.005)
-                    self._wakeup.clear()
-        except BaseException as e:
-            logger.exception("engine loop died")
-            self._loop_error = e
-            self._fail_all(f"engine loop died: {e!r}")
-
-    def _fail_all(self, message: str) -> None:
-        self._inflight = None
-        for req in list(self.scheduler.waiting) + list(self.scheduler.running):
-            req.error = message
-            req.finish({"type": "abort", "message": message})
-            self.processor.emit(req)
-        self.scheduler.waiting.clear()
-        self.scheduler.running.clear()
-        while True:
-            try:
-                kind, arg = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if kind == "add":
-                arg.error = message
-                arg.finish({"type": "abort", "message": message})
-                self.processor.emit(arg)
-            elif kind == "call":
-                arg[1].append(EngineStopped(message))
-                arg[2].set()
-
-    def call_in_loop(self, fn):
-        """Run fn() on the engine thread between steps and return its result."""
-        if self._loop_future is None or self._loop_future.done():
-            return fn()  # no loop (yet, or any more): nothing else mutates engine state
-        box: list = []
-        done = threading.Event()
-        self._inbox.put(("call", (fn, box, done)))
-        self._wakeup.set()
-        done.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
-
-    def shutdown(self) -> None:
-        """Stop the loop, fail what is still queued or running; a second call does nothing."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self._wakeup.set()
-        if self._loop_future is not None:
-            try:
-                self._loop_future.result(timeout=10)  # the loop logs and reports its own failures
-            except TimeoutError:
-                logger.warning("engine loop did not stop within 10 s; failing its requests anyway")
-        # The worker thread is left parked (daemon, holding no reference to the engine): a thread
-        # that loaded the model and then exits makes the C++ runtime abort at process exit.
-        self._fail_all("engine shut down")
-        if self.tp is not None:
-            self.tp.shutdown()
-        if self._grammar is not None:
-            self._grammar.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-
     # ---- cache & stats ---------------------------------------------------------------------------
     def flush_cache(self) -> bool:
         return self.call_in_loop(self.scheduler.flush_cache)
@@ -333,6 +251,7 @@ class Engine(GenerateAPI):
                 "num_steps": self.num_steps,
                 "num_generated_tokens": self.num_generated_tokens,
                 "num_overlapped_steps": self.num_overlapped_steps,
+                "num_graph_steps": self.runner.num_graph_steps,
                 "num_jump_forward_tokens": self.processor.num_jump_forward_tokens,
             }
         return self.call_in_loop(read)

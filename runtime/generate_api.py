@@ -6,7 +6,8 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from typing import Iterator, Optional, Union
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Union
 
 from .errors import InvalidRequest
 from .request import Req, ReqOutput
@@ -111,17 +112,12 @@ class GenerateAPI:
     async def _astream(self, req: Req, loop):
         import asyncio
         q: asyncio.Queue = asyncio.Queue()
-        req.on_output = lambda o: loop.call_soon_threadsafe(q.put_nowait, o)
-        self.add_request(req)
-        try:
+        with self._streaming(req, lambda o: loop.call_soon_threadsafe(q.put_nowait, o)):
             while True:
                 o = await q.get()
                 yield self._to_dict(o)
                 if o.finished:
                     return
-        finally:
-            if not req.is_finished:
-                self.abort(req.rid)
 
     def _build(self, prompt, sampling_params, input_ids, return_logprob, logprob_start_len,
                top_logprobs_num, stream):
@@ -166,14 +162,21 @@ class GenerateAPI:
 
     def _stream(self, req: Req) -> Iterator[dict]:
         q: "queue.SimpleQueue[ReqOutput]" = queue.SimpleQueue()
-        req.on_output = q.put
-        self.add_request(req)
-        try:
+        with self._streaming(req, q.put):
             while True:
                 o = q.get()
                 yield self._to_dict(o)
                 if o.finished:
                     return
+
+    @contextmanager
+    def _streaming(self, req: Req, on_output: Callable[[ReqOutput], None]) -> Iterator[None]:
+        """What _stream and _astream share: route req's outputs to on_output and queue it; on the
+        way out (finished, or the caller stopped iterating) abort it unless it finished."""
+        req.on_output = on_output
+        self.add_request(req)
+        try:
+            yield
         finally:
             if not req.is_finished:
                 self.abort(req.rid)

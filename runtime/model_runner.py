@@ -50,6 +50,7 @@ class ModelRunner:
         self.table = ReqToTokenTable(config.max_running_requests + 8, max_len + 1, self.device)
         self.batch_sender = None  # tp_size > 1: TPDriver, sends each ForwardBatch to ranks 1..N-1
         self.graph_runner: Optional[CudaGraphRunner] = None
+        self.num_graph_steps = 0  # forwards run by replaying a captured decode graph
         if self.device.type == "cuda" and not config.disable_cuda_graph and name == "triton":
             self.graph_runner = CudaGraphRunner(
                 self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
@@ -112,6 +113,7 @@ class ModelRunner:
         if self.graph_runner is not None and self.graph_runner.can_run(fb):
             # decode: token i is req i, so the graph's logits rows are indexed like hidden rows
             logits = self.graph_runner.replay(fb)[fb.logits_indices]  # [num_logits, vocab] f32
+            self.num_graph_steps += 1
         else:
             hidden = self.model(fb, self.pool, self.attn)  # [num_tokens, hidden]
             logits = self.model.compute_logits(hidden[fb.logits_indices])  # [num_logits, vocab] f32

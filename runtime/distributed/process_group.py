@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,6 +23,8 @@ import torch.distributed as dist
 
 CONTROL_TIMEOUT = datetime.timedelta(days=365)
 _control_group = None  # the gloo control group of this process, once joined
+_leaving = threading.Lock()  # held while this process leaves its group (maybe on another thread)
+LEAVE_WAIT_S = 60.0  # how long a new group waits for a previous group's leave to finish
 
 
 class TPInitError(RuntimeError):
@@ -48,6 +51,8 @@ def init_tp_group(rank: int, size: int, init_method: str, device: str = "cpu",
     init_method: a rendezvous URL shared by every rank, e.g. `tcp://127.0.0.1:29500`."""
     if size < 1 or not 0 <= rank < size:
         raise TPInitError(f"expected 0 <= rank < size, got rank={rank} size={size}")
+    if dist.is_initialized() and _leaving.acquire(timeout=LEAVE_WAIT_S):
+        _leaving.release()  # a previous group's leave (on another thread) has finished meanwhile
     if dist.is_initialized():
         raise TPInitError("a torch.distributed process group already exists in this process")
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
@@ -95,10 +100,15 @@ def destroy_tp_group() -> None:
     """Leave the group: destroy it on gloo; abort it on NCCL (local: never waits on peers, nor on
     communicators captured in CUDA graphs, where destroy_process_group was seen to hang)."""
     global _control_group
+    with _leaving:
+        _leave_group()
+    _control_group = None
+
+
+def _leave_group() -> None:
     if dist.is_initialized():
         abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
         if dist.get_backend() == "nccl" and abort is not None:
             abort()
         else:
             dist.destroy_process_group()
-    _control_group = None

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .rotary import apply_rotary
+
 if TYPE_CHECKING:
     from ..forward_batch import ForwardBatch
     from ..mem.kv_pool import KVPool
@@ -49,6 +51,20 @@ class AttentionBackend(ABC):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
         ...
+
+    def forward_rope(self, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+                     layer_id: int, fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
+        """Rotary embedding of q and k, then forward. qk: [T, Hq + Hkv, D] (query heads, then key
+        heads; may be a strided view, which this may rotate in place); v: [T, Hkv, D];
+        cos, sin_signed: [T, 1, D] (RotaryEmbedding.cos_sin). Backends may fuse the rotation with
+        the KV store."""
+        if qk.is_cuda:  # one Triton kernel rotating q and k in place
+            from sgl_lang.kernels.attention_prologue import rope_
+            qk = rope_(qk, cos, sin_signed)
+        else:
+            qk = apply_rotary(qk, cos, sin_signed)
+        q, k = qk.split([qk.shape[1] - v.shape[1], v.shape[1]], dim=1)
+        return self.forward(q, k, v, layer_id, fb, kv_pool)
 
 
 ATTENTION_BACKEND_NAMES = ("torch", "triton")

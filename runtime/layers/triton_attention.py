@@ -2,6 +2,7 @@
 sgl_lang.kernels (the default on CUDA).
 
     store:   store_kv(k_cache, v_cache, fb.out_cache_loc, k, v)          one launch per layer
+             (forward_rope: rope_store_ rotates q and stores the rotated k and v: one launch)
     decode:  decode_attention (split-K over the keys, then a merge)      two launches per layer
     extend:  extend_attention (flash-style over the paged prefix + new tokens)
 
@@ -20,6 +21,7 @@ import torch
 from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
 from sgl_lang.kernels.attention_extend import extend_attention
 from sgl_lang.kernels.attention_store import store_kv
+from sgl_lang.kernels.rope_store import rope_store_
 
 from .attention import AttentionBackend
 
@@ -88,6 +90,21 @@ class TritonAttentionBackend(AttentionBackend):
         k_cache = kv_pool.k_buffer[layer_id]  # [num_slots + 1, Hkv, D]
         v_cache = kv_pool.v_buffer[layer_id]
         store_kv(k_cache, v_cache, fb.out_cache_loc, k, v)
+        return self._attend(q, k_cache, v_cache, fb)
+
+    def forward_rope(self, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+                     layer_id: int, fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
+        """One kernel rotates q in place and stores the rotated keys and the values."""
+        if self._meta_fb is not fb:
+            self.init_forward_metadata(fb)
+        k_cache = kv_pool.k_buffer[layer_id]  # [num_slots + 1, Hkv, D]
+        v_cache = kv_pool.v_buffer[layer_id]
+        q = rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, fb.out_cache_loc)  # [T, Hq, D]
+        return self._attend(q, k_cache, v_cache, fb)
+
+    def _attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                fb: "ForwardBatch") -> torch.Tensor:
+        """Attention of q [T, Hq, D] over the cache, whose new tokens are already stored."""
         meta = self._meta
         if isinstance(meta, _DecodeMeta):
             if meta.num_kv_splits == 0:

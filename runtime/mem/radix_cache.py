@@ -110,21 +110,7 @@ class RadixCache:
         it, so that `last_node` covers exactly the matched prefix; refreshes LRU times."""
         if self.disable:
             return MatchResult(_EMPTY, self.root)
-        tokens = _as_list(token_ids)
-        now = next(self._clock)
-        node, pos, values = self.root, 0, []
-        node.last_access = now
-        while pos < len(tokens):
-            child = node.children.get(tokens[pos])
-            if child is None:
-                break
-            n = common_prefix_len(tokens, pos, child.key)
-            if n < len(child.key):
-                child = self._split(child, n)  # the loop ends next round: no child matches
-            child.last_access = now
-            values.append(child.value)
-            pos += n
-            node = child
+        node, _, values = self._walk(_as_list(token_ids), next(self._clock))
         indices = torch.cat(values) if values else _EMPTY
         return MatchResult(indices, node)
 
@@ -139,7 +125,19 @@ class RadixCache:
         if self.disable:
             return len(tokens)
         now = next(self._clock)
-        node, pos = self.root, 0
+        node, pos, _ = self._walk(tokens, now)
+        if pos < len(tokens):  # the new leaf hangs below where the walk stopped
+            leaf = TreeNode(tokens[pos:], indices[pos:].to("cpu", torch.int64).clone(), node)
+            leaf.last_access = now
+            node.children[tokens[pos]] = leaf
+            self.evictable_size += len(leaf.key)
+        return pos
+
+    def _walk(self, tokens: list[int], now: int) -> tuple[TreeNode, int, list[torch.Tensor]]:
+        """Follow tokens down from the root as far as the tree holds them, stamping every node on
+        the path with `now`. When the match ends inside an edge, that edge is split so the path
+        ends exactly at the match. Returns (last node, tokens matched, the path's values)."""
+        node, pos, values = self.root, 0, []
         node.last_access = now
         while pos < len(tokens):
             child = node.children.get(tokens[pos])
@@ -147,16 +145,12 @@ class RadixCache:
                 break
             n = common_prefix_len(tokens, pos, child.key)
             if n < len(child.key):
-                child = self._split(child, n)  # the new leaf hangs below the upper half
+                child = self._split(child, n)  # the walk ends next round: no child matches
             child.last_access = now
+            values.append(child.value)
             pos += n
             node = child
-        if pos < len(tokens):
-            leaf = TreeNode(tokens[pos:], indices[pos:].to("cpu", torch.int64).clone(), node)
-            leaf.last_access = now
-            node.children[tokens[pos]] = leaf
-            self.evictable_size += len(leaf.key)
-        return pos
+        return node, pos, values
 
     def _split(self, node: TreeNode, n: int) -> TreeNode:
         """Cut node's edge after n tokens; returns the new upper node. Both halves keep the lock

@@ -59,13 +59,9 @@ class LlamaAttention(nn.Module):
             q, k = qk.split([hq, hkv], dim=1)
             q = apply_rotary(self.q_norm(q), cos, sin)  # [T, Hq, D]
             k = apply_rotary(self.k_norm(k), cos, sin)  # [T, Hkv, D]
-        elif qk.is_cuda:  # one Triton kernel rotating q and k in place inside the qkv output
-            from sgl_lang.kernels.attention_prologue import rope_
-            q, k = rope_(qk, cos, sin).split([hq, hkv], dim=1)
-        else:
-            qk = apply_rotary(qk, cos, sin)  # rotate q and k heads in one pass
-            q, k = qk.split([hq, hkv], dim=1)
-        out = attn.forward(q, k, v, self.layer_id, fb, kv_pool)  # [T, Hq * D]
+            out = attn.forward(q, k, v, self.layer_id, fb, kv_pool)  # [T, Hq * D]
+        else:  # rotation of q and k heads in one pass (fused with the KV store where the backend can)
+            out = attn.forward_rope(qk, v, cos, sin, self.layer_id, fb, kv_pool)  # [T, Hq * D]
         return self.o_proj(out)
 
 

@@ -1,0 +1,101 @@
+"""Rotary embedding fused with the KV store: one launch per layer where there were two (rope_,
+then store_kv).
+
+    rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, loc) -> q
+        qk: [T, Hq + Hkv, D]   query heads then key heads (a strided view of the fused qkv output)
+        v:  [T, Hkv, D]        cos, sin_signed: [T, 1, D] rows of the RotaryEmbedding tables
+        k_cache, v_cache: [num_slots + 1, Hkv, D]    loc: [T] int slots
+    Effects: qk[:, :Hq] is rotated in place (the returned q is that view);
+             k_cache[loc[t]] = rotate(qk[t, Hq:]);  v_cache[loc[t]] = v[t]   (cast to the cache dtype)
+    The key heads inside qk are left as they were: attention reads keys from the cache.
+    rotate([x1 | x2]) = [x1*cos - x2*sin | x2*cos + x1*sin], computed in float32 and rounded once.
+
+Grid (T,): one program rotates one token's query heads and stores its keys and values.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .attention_prologue import rope_ref
+from .attention_store import store_kv_ref
+
+
+@triton.jit
+def _rope_store_kernel(QK, V, Cos, Sin, KCache, VCache, Loc, stride_qt, stride_qh, stride_vt, stride_vh,
+                       stride_ct, stride_st, stride_kct, stride_kch, stride_vct, stride_vch,
+                       HQ: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
+                       BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    offs_d = tl.arange(0, BLOCK_HALF)
+    mask_d = offs_d < HALF
+    c = tl.load(Cos + t * stride_ct + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # [HALF]
+    s = tl.load(Sin + t * stride_st + HALF + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # +sin
+    # query heads, in place
+    offs_q = tl.arange(0, BLOCK_HQ)
+    mask_q = (offs_q[:, None] < HQ) & mask_d[None, :]
+    pq = QK + t * stride_qt + offs_q[:, None] * stride_qh + offs_d[None, :]
+    q1 = tl.load(pq, mask=mask_q, other=0.0).to(tl.float32)  # [BLOCK_HQ, HALF]
+    q2 = tl.load(pq + HALF, mask=mask_q, other=0.0).to(tl.float32)
+    tl.store(pq, (q1 * c[None, :] - q2 * s[None, :]).to(QK.dtype.element_ty), mask=mask_q)
+    tl.store(pq + HALF, (q2 * c[None, :] + q1 * s[None, :]).to(QK.dtype.element_ty), mask=mask_q)
+    # key heads, rotated into the cache slot; values copied beside them
+    slot = tl.load(Loc + t).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_HKV)
+    mask_k = (offs_k[:, None] < HKV) & mask_d[None, :]
+    pk = QK + t * stride_qt + (HQ + offs_k[:, None]) * stride_qh + offs_d[None, :]
+    k1 = tl.load(pk, mask=mask_k, other=0.0).to(tl.float32)  # [BLOCK_HKV, HALF]
+    k2 = tl.load(pk + HALF, mask=mask_k, other=0.0).to(tl.float32)
+    r1 = (k1 * c[None, :] - k2 * s[None, :]).to(QK.dtype.element_ty)  # rounded as rope_ rounds
+    r2 = (k2 * c[None, :] + k1 * s[None, :]).to(QK.dtype.element_ty)
+    pkc = KCache + slot * stride_kct + offs_k[:, None] * stride_kch + offs_d[None, :]
+    tl.store(pkc, r1.to(KCache.dtype.element_ty), mask=mask_k)
+    tl.store(pkc + HALF, r2.to(KCache.dtype.element_ty), mask=mask_k)
+    pv = V + t * stride_vt + offs_k[:, None] * stride_vh + offs_d[None, :]
+    pvc = VCache + slot * stride_vct + offs_k[:, None] * stride_vch + offs_d[None, :]
+    tl.store(pvc, tl.load(pv, mask=mask_k).to(VCache.dtype.element_ty), mask=mask_k)
+    tl.store(pvc + HALF, tl.load(pv + HALF, mask=mask_k).to(VCache.dtype.element_ty), mask=mask_k)
+
+
+def _check(qk, v, cos, sin_signed, k_cache, v_cache, loc) -> None:
+    if qk.dim() != 3 or v.dim() != 3 or qk.shape[2] % 2:
+        raise ValueError(f"expected qk [T, Hq + Hkv, D] (even D) and v [T, Hkv, D], got "
+                         f"{tuple(qk.shape)}, {tuple(v.shape)}")
+    num_tokens, _, d = qk.shape
+    hkv = v.shape[1]
+    if v.shape != (num_tokens, hkv, d) or qk.shape[1] <= hkv:
+        raise ValueError(f"expected v [{num_tokens}, Hkv, {d}] with Hkv < {qk.shape[1]}, got {tuple(v.shape)}")
+    if k_cache.shape[1:] != (hkv, d) or v_cache.shape != k_cache.shape:
+        raise ValueError(f"expected caches [slots, {hkv}, {d}], got {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    if cos.shape != (num_tokens, 1, d) or sin_signed.shape != cos.shape:
+        raise ValueError(f"expected cos, sin [{num_tokens}, 1, {d}], got {tuple(cos.shape)}, "
+                         f"{tuple(sin_signed.shape)}")
+    if loc.shape != (num_tokens,):
+        raise ValueError(f"expected loc [{num_tokens}], got {tuple(loc.shape)}")
+    if any(t.stride(-1) != 1 for t in (qk, v, cos, sin_signed, k_cache, v_cache)):
+        raise ValueError("expected the last dimension of qk, v, cos, sin and the caches contiguous")
+
+
+def rope_store_(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+                k_cache: torch.Tensor, v_cache: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+    """See the module docstring; returns q = qk[:, :Hq], rotated."""
+    _check(qk, v, cos, sin_signed, k_cache, v_cache, loc)
+    num_tokens, h, d = qk.shape
+    hkv = v.shape[1]
+    if num_tokens:
+        _rope_store_kernel[(num_tokens,)](
+            qk, v, cos, sin_signed, k_cache, v_cache, loc, qk.stride(0), qk.stride(1), v.stride(0),
+            v.stride(1), cos.stride(0), sin_signed.stride(0), k_cache.stride(0), k_cache.stride(1),
+            v_cache.stride(0), v_cache.stride(1), HQ=h - hkv, HKV=hkv, HALF=d // 2,
+            BLOCK_HQ=triton.next_power_of_2(h - hkv), BLOCK_HKV=triton.next_power_of_2(hkv),
+            BLOCK_HALF=triton.next_power_of_2(d // 2), num_warps=2)
+    return qk[:, :h - hkv]
+
+
+def rope_store_ref(qk, v, cos, sin_signed, k_cache, v_cache, loc) -> torch.Tensor:
+    hq = qk.shape[1] - v.shape[1]
+    rotated = rope_ref(qk, cos, sin_signed)
+    qk[:, :hq] = rotated[:, :hq]
+    store_kv_ref(k_cache, v_cache, loc, rotated[:, hq:], v)
+    return qk[:, :hq]
