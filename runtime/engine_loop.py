@@ -92,6 +92,7 @@ class EngineLoop:
         # that loaded the model and then exits makes the C++ runtime abort at process exit.
         self._fail_all("engine shut down")
         if self.tp is not None:
+            self.runner.release_graphs()  # no NCCL collective left captured while the group is left
             self.tp.shutdown()
         if self._grammar is not None:
             self._grammar.close()

@@ -81,6 +81,15 @@ class ModelRunner:
         return self.collect(self.launch(batch))
 
     @torch.inference_mode()
+    def release_graphs(self) -> None:
+        """Drop the captured decode graphs (their memory, and on NCCL the collectives captured in
+        them) once no step is in flight; later decodes run eagerly."""
+        self.graph_runner = None
+        if self.device.type == "cuda":
+            import gc
+            gc.collect()
+            torch.cuda.synchronize(self.device)
+
     def launch(self, batch: ScheduledBatch, prev: Optional[StepHandle] = None,
                complete_prev: Optional[Callable[[], None]] = None) -> StepHandle:
         """Queue the step on the device. Nothing here waits for the device unless the step needs

@@ -70,4 +70,5 @@ def worker_main(rank: int, size: int, init_method: str, config: EngineConfig, mo
         while (fb := receiver.recv()) is not None:
             run_forward(runner, fb)
     logger.info("tensor-parallel rank %d stopping", rank)
+    runner.release_graphs()
     destroy_tp_group()
