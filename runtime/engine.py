@@ -39,7 +39,8 @@ class Engine(GenerateAPI, EngineLoop):
         self._grammar = None
         self._inbox: "queue.SimpleQueue[tuple[str, Any]]" = queue.SimpleQueue()
         self._wakeup = threading.Event()
-        self._stopped = False
+        self._stopped = False  # the loop is to stop (shutdown, or a dead tensor-parallel peer)
+        self._shut_down = False  # shutdown() ran
         self._loop_error: Optional[BaseException] = None
         self._loop_future: Optional[Future] = None
         self._lock = threading.Lock()
@@ -65,6 +66,7 @@ class Engine(GenerateAPI, EngineLoop):
         if cfg.tp_size > 1:
             from .distributed.tp_driver import TPDriver
             self.tp = TPDriver(cfg, self.model_dir, self.device)
+            self.tp.on_stuck = self._fail_stuck
         self.loaded = load_model(self.model_dir, self.dtype, self.device, tp_rank=0, tp_size=cfg.tp_size,
                                  load_format=cfg.load_format, seed=cfg.random_seed)
         if cfg.quantization == "int8":

@@ -5,7 +5,7 @@ continuously batched Engine. Mixed into Engine, which owns the state it uses:
     _inbox, _wakeup        commands from other threads ("add", "abort", "call"), drained by
                            Engine._drain_inbox at the start of each step; the event the idle loop
                            sleeps on
-    _stopped, _loop_error, _loop_future, _lock, _inflight, num_steps, scheduler, processor, tp,
+    _stopped, _shut_down, _loop_error, _loop_future, _lock, _inflight, num_steps, scheduler, processor, tp,
     _grammar, step()
 
 Only the loop thread touches the scheduler while the loop runs; other threads reach it through
@@ -64,6 +64,13 @@ class EngineLoop:
                 arg[1].append(EngineStopped(message))
                 arg[2].set()
 
+    def _fail_stuck(self, error: BaseException) -> None:
+        """Called from another thread when the loop thread is blocked for good (a tensor-parallel
+        peer died inside a GPU collective that could not be aborted): stop, fail every request."""
+        self._loop_error = error
+        self._stopped = True
+        self._fail_all(str(error))
+
     def call_in_loop(self, fn):
         """Run fn() on the engine thread between steps and return its result."""
         if self._loop_future is None or self._loop_future.done():
@@ -79,20 +86,22 @@ class EngineLoop:
 
     def shutdown(self) -> None:
         """Stop the loop, fail what is still queued or running; a second call does nothing."""
-        if self._stopped:
+        if self._shut_down:
             return
-        self._stopped = True
+        stuck = self._stopped  # _fail_stuck ran: the loop thread may never return
+        self._shut_down = self._stopped = True
         self._wakeup.set()
         if self._loop_future is not None:
             try:
-                self._loop_future.result(timeout=10)  # the loop logs and reports its own failures
+                self._loop_future.result(timeout=1 if stuck else 10)  # it logs its own failures
             except TimeoutError:
-                logger.warning("engine loop did not stop within 10 s; failing its requests anyway")
+                logger.warning("engine loop did not stop in time; failing its requests anyway")
         # The worker thread is left parked (daemon, holding no reference to the engine): a thread
         # that loaded the model and then exits makes the C++ runtime abort at process exit.
         self._fail_all("engine shut down")
         if self.tp is not None:
-            self.runner.release_graphs()  # no NCCL collective left captured while the group is left
+            if self.tp.failure is None:  # (after a death the GPU may wait on the peer for good)
+                self.runner.release_graphs()  # no NCCL collective left captured while leaving
             self.tp.shutdown()
         if self._grammar is not None:
             self._grammar.close()

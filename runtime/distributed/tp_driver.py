@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -29,6 +29,7 @@ logger = logging.getLogger("sgl_lang.runtime.tp")
 
 WATCH_INTERVAL_S = 0.5
 DEATH_REPORT_WAIT_S = 5.0  # after a failed collective, how long to wait for the culprit to exit
+ABORT_WAIT_S = 5.0  # after a death on NCCL, how long the communicators' abort may take
 
 
 class TPDriver:
@@ -52,6 +53,8 @@ class TPDriver:
             raise
         self.sender = BatchSender()
         self.failure: Optional[TPWorkerDied] = None
+        # set by the engine: fails its requests when an NCCL abort hangs (see _on_death)
+        self.on_stuck: Optional[Callable[[TPWorkerDied], None]] = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # the watchdog and the engine thread may both see a death
         set_failure_check(lambda: self.check(wait_s=DEATH_REPORT_WAIT_S))
@@ -80,8 +83,18 @@ class TPDriver:
             self.failure = died
         logger.error("%s", died)
         self.workers.shutdown(timeout=2.0)  # the rest: a partial group can do nothing
-        if self.group.backend == "nccl":
-            destroy_tp_group()  # aborts the communicators: rank 0's GPU stops waiting on the dead peer
+        if self.group.backend != "nccl":
+            return  # gloo: the blocked collective fails by itself and the engine thread reports it
+        # Abort the communicators, so that rank 0's GPU stops waiting on the dead peer. An abort
+        # may itself hang (communicators captured in CUDA graphs): wait a bounded time, then tell
+        # the engine, whose thread may be blocked on the GPU for good, to fail its requests.
+        leave = threading.Thread(target=destroy_tp_group, name="sgl-tp-abort", daemon=True)
+        leave.start()
+        leave.join(ABORT_WAIT_S)
+        if leave.is_alive() and self.on_stuck is not None:
+            logger.error("could not abort the NCCL communicators within %.0f s; failing requests "
+                         "from the watchdog", ABORT_WAIT_S)
+            self.on_stuck(died)
 
     def _watch(self) -> None:
         while not self._stopping.wait(WATCH_INTERVAL_S):
