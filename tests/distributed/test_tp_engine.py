@@ -59,6 +59,7 @@ def test_killed_rank_fails_requests_and_stops_engine():
         eng.shutdown()
 
 
+@pytest.mark.timeout(120)
 def test_requests_fail_when_the_engine_thread_is_blocked_for_good():
     """On NCCL, a peer that dies inside a collective can leave rank 0's engine thread waiting on
     the GPU for good; the TP watchdog then calls Engine._fail_stuck (TPDriver.on_stuck). Here the
@@ -66,7 +67,7 @@ def test_requests_fail_when_the_engine_thread_is_blocked_for_good():
     the error, new work is refused, and shutdown does not wait on the blocked thread."""
     from sgl_lang.runtime.distributed import TPWorkerDied
     eng = Engine(**FLAGS)
-    release = threading.Event()
+    release = threading.Event()  # never set
     try:
         stream = eng.generate("Count: 1, 2, 3,", {"temperature": 0, "max_new_tokens": 500,
                                                    "ignore_eos": True}, stream=True)
@@ -74,12 +75,7 @@ def test_requests_fail_when_the_engine_thread_is_blocked_for_good():
         threading.Thread(target=eng.call_in_loop, args=(release.wait,), daemon=True).start()
         time.sleep(0.3)  # the engine thread is now inside release.wait
         eng._fail_stuck(TPWorkerDied(1, -9))
-        items: list = []
-        reader = threading.Thread(target=lambda: items.extend(stream), daemon=True)
-        reader.start()
-        reader.join(timeout=30)
-        assert not reader.is_alive(), "the stream in flight never ended"
-        last = items[-1]
+        last = list(stream)[-1]  # (the timeout mark fails the test if the stream never ends)
         assert "tensor-parallel rank 1 died (killed by signal 9)" in last["error"]
         with pytest.raises(EngineStopped, match="rank 1 died"):
             eng.generate("Hello", {"max_new_tokens": 4})
@@ -87,6 +83,6 @@ def test_requests_fail_when_the_engine_thread_is_blocked_for_good():
         eng.shutdown()
         assert time.monotonic() - t0 < 5
     finally:
-        release.set()
+        # the engine thread stays blocked (a daemon), as it would on a GPU that never returns:
+        # releasing it after shutdown was seen to abort the process at exit
         eng.shutdown()
-        eng._loop_future.result(timeout=30)  # the released thread finishes its step before exit
