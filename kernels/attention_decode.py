@@ -10,10 +10,11 @@
         kv = h // (Hq // Hkv); slots = req_to_token[i, :seq_lens[i]]
         out[i, h] = softmax(q[i, h] . k_cache[slots, kv]^T / sqrt(D)) @ v_cache[slots, kv]
 
-Two launches. Stage 1, grid (bs, Hkv, S): program (i, kv, s) owns the s-th of S equal pieces of
+Two launches (one when S = 1). Stage 1, grid (bs, Hkv, S): program (i, kv, s) owns the s-th of S equal pieces of
 sequence i's keys and all G = Hq / Hkv query heads that share KV head kv (each key tile is read
 once for the whole group; the group is padded to 16 rows so tl.dot applies). It writes a partial
-output and its log-sum-exp. Stage 2, grid (bs, Hq), merges the S partials:
+output and its log-sum-exp (with S = 1: the final output). Stage 2, grid (bs, Hq), merges the S
+partials:
 
     out = sum_s exp(lse_s - max lse) * o_s / sum_s exp(lse_s - max lse)
 
@@ -30,9 +31,9 @@ import triton.language as tl
 
 
 @triton.jit
-def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse,
+def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out,
                    stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_rb,
-                   stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
+                   stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_outb,
                    sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr):
     b = tl.program_id(0)
@@ -75,9 +76,13 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse,
     has_keys = l_i > 0
     o = acc / tl.where(has_keys, l_i, 1.0)[:, None]
     lse = tl.where(has_keys, m_i + tl.log(tl.where(has_keys, l_i, 1.0)), float("-inf"))
-    tl.store(MidO + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :],
-             o, mask=mask_h[:, None] & mask_d[None, :])
-    tl.store(MidLse + b * stride_lb + heads * stride_lh + split, lse, mask=mask_h)
+    if NUM_SPLITS == 1:  # the one partial is the answer: no merge launch
+        tl.store(Out + b * stride_outb + heads[:, None] * D + offs_d[None, :],
+                 o.to(Out.dtype.element_ty), mask=mask_h[:, None] & mask_d[None, :])
+    else:
+        tl.store(MidO + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :],
+                 o, mask=mask_h[:, None] & mask_d[None, :])
+        tl.store(MidLse + b * stride_lb + heads * stride_lh + split, lse, mask=mask_h)
 
 
 @triton.jit
@@ -131,20 +136,26 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     hkv = k_cache.shape[1]
     group = hq // hkv
     block_d = triton.next_power_of_2(d)
-    mid_o = torch.empty(bs, hq, num_kv_splits, d, dtype=torch.float32, device=q.device)
-    mid_lse = torch.empty(bs, hq, num_kv_splits, dtype=torch.float32, device=q.device)
     if out is None:
         out = torch.empty(bs, hq * d, dtype=q.dtype, device=q.device)
     if bs == 0:
         return out
+    if num_kv_splits == 1:  # stage 1 writes out itself; no partial buffers
+        mid_o = mid_lse = out
+        o_strides, lse_strides = (0, 0, 0), (0, 0)
+    else:
+        mid_o = torch.empty(bs, hq, num_kv_splits, d, dtype=torch.float32, device=q.device)
+        mid_lse = torch.empty(bs, hq, num_kv_splits, dtype=torch.float32, device=q.device)
+        o_strides, lse_strides = mid_o.stride()[:3], mid_lse.stride()[:2]
     _decode_stage1[(bs, hkv, num_kv_splits)](
-        q, k_cache, v_cache, req_to_token, seq_lens, mid_o, mid_lse,
+        q, k_cache, v_cache, req_to_token, seq_lens, mid_o, mid_lse, out,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
         v_cache.stride(0), v_cache.stride(1), req_to_token.stride(0),
-        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
-        1.0 / math.sqrt(d), G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
+        *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d), G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=64 if block_d <= 64 else 32, NUM_SPLITS=num_kv_splits,
         num_warps=4, num_stages=2)
+    if num_kv_splits == 1:
+        return out
     _decode_stage2[(bs, hq)](
         mid_o, mid_lse, out, mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
         mid_lse.stride(0), mid_lse.stride(1), out.stride(0),
