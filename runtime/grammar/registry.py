@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover
 
 from .base import GRAMMAR_KINDS, CompiledGrammar, GrammarBackend, GrammarBackendMissing, GrammarCompileError
 from .token_vocab import TokenVocab
+from .wide_bounds import drop_wide_bounds
 
 logger = logging.getLogger("sgl_lang.runtime.grammar")
 
@@ -169,8 +170,9 @@ class GrammarRegistry:
                 if kind not in backend.kinds:
                     failures.append(f"{name}: does not support {kind}")
                     continue
-                grammar = backend.compile(kind, spec)
-                return self._verified(grammar) if kind == "json_schema" and self.verify_json else grammar
+                if kind == "json_schema" and self.verify_json:  # the check before EOS keeps them
+                    return self._verified(backend.compile(kind, drop_wide_bounds(spec)), spec)
+                return backend.compile(kind, spec)
             except (GrammarCompileError, GrammarBackendMissing) as e:
                 failures.append(str(e))
         if len(failures) == 1:
@@ -179,10 +181,10 @@ class GrammarRegistry:
                                   + "\n  - ".join(failures))
 
     @staticmethod
-    def _verified(grammar: CompiledGrammar) -> CompiledGrammar:
+    def _verified(grammar: CompiledGrammar, schema: str) -> CompiledGrammar:
         try:
             from .verified_grammar import VerifiedGrammar
-            return VerifiedGrammar(grammar, grammar.spec)
+            return VerifiedGrammar(grammar, schema)
         except GrammarBackendMissing:
             logger.warning("jsonschema is not installed: JSON outputs are not verified "
                            "(pip install jsonschema)")

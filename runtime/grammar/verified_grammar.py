@@ -99,7 +99,7 @@ class VerifiedGrammar(CompiledGrammar):
     """Wraps a compiled json_schema grammar; `backend_name` stays the inner library's."""
 
     def __init__(self, inner: CompiledGrammar, schema_text: str, validator=None):
-        self.inner, self.kind, self.spec = inner, inner.kind, inner.spec
+        self.inner, self.kind, self.spec = inner, inner.kind, schema_text  # inner's may be relaxed
         self.backend_name = inner.backend_name
         self.vocab = inner.vocab
         self.is_relaxed = getattr(inner, "is_relaxed", False)

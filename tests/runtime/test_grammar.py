@@ -195,6 +195,39 @@ def test_verified_dead_end_terminates_with_a_reason(auto_registry, tokenizer):
     assert not matcher.is_terminated() and matcher.error() == ""
 
 
+def test_auto_takes_exponent_numbers_under_bounds_too_wide_to_guide(auto_registry, tokenizer):
+    """A bound of magnitude >= 2**53 leaves the grammar (whose range rules have no exponent form)
+    and is enforced by the schema check before EOS; a narrow bound stays in the grammar."""
+    schema = {"type": "object", "properties": {
+        "x": {"type": "number", "minimum": -1.7976931348623157e308, "maximum": 1e300},
+        "n": {"type": "integer", "maximum": 100}}, "required": ["x", "n"]}
+    grammar = auto_registry.compile("json_schema", json.dumps(schema))
+    assert grammar.spec == json.dumps(schema)  # the check uses the schema as given
+    for text in ('{"x":1.19e+200,"n":5}', '{"x":-2.5E-3,"n":100}', '{"x":12,"n":0}'):
+        matcher = walk(tokenizer, grammar, text)
+        assert EOS in allowed_ids(matcher) and matcher.accept_token(EOS), text
+    too_big = walk(tokenizer, grammar, '{"x":1e301,"n":5}')  # above the dropped maximum
+    assert EOS not in allowed_ids(too_big) and not too_big.is_accepting()
+    narrow = grammar.new_matcher()  # maximum 100 is still guided digit by digit
+    for token in tokenizer.encode('{"x":1,"n":', add_special_tokens=False):
+        assert narrow.accept_token(token)
+    assert not all(narrow.accept_token(t) for t in tokenizer.encode("1000", add_special_tokens=False))
+
+
+def test_drop_wide_bounds_leaves_data_and_narrow_bounds_alone():
+    from sgl_lang.runtime.grammar.wide_bounds import drop_wide_bounds
+    schema = {"type": "object", "properties": {
+        "a": {"type": "integer", "minimum": -9223372036854775808, "exclusiveMinimum": True, "maximum": 10},
+        "b": {"const": {"maximum": 1e300}}, "c": {"enum": [{"minimum": 1e300}]},
+        "maximum": {"type": "number", "exclusiveMaximum": 1e20}}}
+    out = json.loads(drop_wide_bounds(json.dumps(schema)))
+    assert out["properties"]["a"] == {"type": "integer", "maximum": 10}  # draft-4 flag went with it
+    assert out["properties"]["b"] == schema["properties"]["b"] and out["properties"]["c"] == schema["properties"]["c"]
+    assert out["properties"]["maximum"] == {"type": "number"}  # a property named "maximum" is a schema
+    plain = json.dumps({"type": "number", "maximum": 1e15})
+    assert drop_wide_bounds(plain) == plain and drop_wide_bounds("{not json") == "{not json"
+
+
 def test_named_backend_is_the_library_as_it_is(tokenizer, vocab):
     reg = GrammarRegistry(tokenizer, VOCAB_SIZE, [EOS], backend="llguidance", vocab=vocab)
     grammar = reg.compile("json_schema", '{"type":"array","uniqueItems":true}')
