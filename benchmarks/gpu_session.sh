@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One call's worth of GPU work on the lent machine (no package registry there; see ../shared/GPU.md).
+# A cold start costs a minute or more of device time, so related runs go in one call.
+#
+#   bash benchmarks/gpu_session.sh tests     # GPU-marked tests + the fused-kernel tests   (~4 min)
+#   bash benchmarks/gpu_session.sh engine    # bench_gpu: ours vs HF, offline, attention   (~3 min)
+#   bash benchmarks/gpu_session.sh sampling  # bench_sampling_kernel                       (~2 min)
+#   bash benchmarks/gpu_session.sh tp        # bench_tp 8B at tp 1 2 (needs 2 GPUs)        (~2 min)
+#   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
+#
+#   bash benchmarks/gpu_session.sh prepare   # HERE, before the call: the default model's config and
+#                                            # tokenizer files (no weights) into .gpu_tokenizer/
+#
+# Send `.whl` and `.gpu_tokenizer` along (carry: [".whl", ".gpu_tokenizer"]; .whl is filled here by
+# ../shared/tools/gpu-wheels; tests/runtime/test_overlap_gpu.py skips without the tokenizer). Every part has
+# its own timeout, so one hang does not eat the call, and each copies docs/benchmarks.md (the
+# benchmarks rewrite their section there) to $OUT/benchmarks_<part>.md for merging back.
+set -u
+if [ "${1:-}" = prepare ]; then
+    python -c "
+import os, shutil
+from sgl_lang.runtime.default_model import default_model_dir
+src = default_model_dir(); os.makedirs('.gpu_tokenizer', exist_ok=True)
+for f in os.listdir(src):
+    if not f.endswith('.safetensors'):
+        shutil.copy(os.path.join(src, f), '.gpu_tokenizer')
+print('.gpu_tokenizer:', sorted(os.listdir('.gpu_tokenizer')))"
+    exit
+fi
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
+export NCCL_NVLS_ENABLE=0 PYTHONFAULTHANDLER=1 PYTHONUNBUFFERED=1
+[ -d .gpu_tokenizer ] && export SGL_LANG_TOKENIZER_MODEL_DIR=$PWD/.gpu_tokenizer
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+NGPU=$(nvidia-smi --list-gpus | wc -l)
+
+part() {  # part <name> <timeout s> <command...>
+    local name=$1 limit=$2; shift 2
+    echo "=== $name (timeout ${limit}s)"
+    timeout "$limit" "$@" 2>&1 | grep -v "Warning" | tail -40
+    echo "=== $name rc=${PIPESTATUS[0]}"
+    cp docs/benchmarks.md "$OUT/benchmarks_${name}.md" 2>/dev/null
+    pkill -f "multiprocessing.spawn" 2>/dev/null  # no orphaned TP rank left holding a GPU
+}
+
+for what in "$@"; do
+    case $what in
+        tests) part tests 300 python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
+                   tests/kernels tests/runtime/test_overlap_gpu.py tests/distributed/test_tp_gpu.py ;;
+        engine) part engine 420 python3 -m benchmarks.bench_gpu ;;
+        sampling) part sampling 300 python3 -m benchmarks.bench_sampling_kernel ;;
+        tp) part tp 300 python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 2 ;;
+        tp70) part tp70 400 python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
+        *) echo "unknown part $what (tests, engine, sampling, tp, tp70)" ;;
+    esac
+done
+ls "$OUT"
