@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_qkv_strides
+
 
 @triton.jit
 def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out,
@@ -109,12 +111,8 @@ def pick_num_kv_splits(batch_size: int, num_kv_heads: int, num_sms: int = 132) -
 
 
 def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
-    if q.dim() != 3 or k_cache.dim() != 3 or v_cache.shape != k_cache.shape:
-        raise ValueError(f"expected q [bs, Hq, D] and k/v caches [slots, Hkv, D] of one shape, got "
-                         f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
-    bs, hq, d = q.shape
-    if k_cache.shape[2] != d or hq % k_cache.shape[1]:
-        raise ValueError(f"expected head_dim {d} and Hq % Hkv == 0, got cache {tuple(k_cache.shape)}")
+    check_paged_qkv(q, k_cache, v_cache, "[bs, Hq, D]")
+    bs = q.shape[0]
     if req_to_token.dim() != 2 or req_to_token.shape[0] < bs or seq_lens.shape != (bs,):
         raise ValueError(f"expected req_to_token [>= {bs}, L] and seq_lens [{bs}], got "
                          f"{tuple(req_to_token.shape)}, {tuple(seq_lens.shape)}")
@@ -123,8 +121,7 @@ def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
         raise ValueError(f"expected all tensors on one device, got {devices}")
     if num_kv_splits < 1 or num_kv_splits & (num_kv_splits - 1):
         raise ValueError(f"expected num_kv_splits a power of two, got {num_kv_splits}")
-    if q.stride(2) != 1 or k_cache.stride(2) != 1 or v_cache.stride(2) != 1 or req_to_token.stride(1) != 1:
-        raise ValueError("expected the last dimension of q, the caches and req_to_token contiguous")
+    check_last_dim_contiguous(q, k_cache, v_cache, req_to_token)
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -149,8 +146,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         o_strides, lse_strides = mid_o.stride()[:3], mid_lse.stride()[:2]
     _decode_stage1[(bs, hkv, num_kv_splits)](
         q, k_cache, v_cache, req_to_token, seq_lens, mid_o, mid_lse, out,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
-        v_cache.stride(0), v_cache.stride(1), req_to_token.stride(0),
+        *paged_qkv_strides(q, k_cache, v_cache), req_to_token.stride(0),
         *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d), G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=64 if block_d <= 64 else 32, NUM_SPLITS=num_kv_splits,
         num_warps=4, num_stages=2)

@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_qkv_strides
+
 
 @triton.jit
 def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens,
@@ -87,19 +89,14 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      extend_lens: torch.Tensor, max_extend_len: int,
                      out: torch.Tensor | None = None) -> torch.Tensor:
     """See the module docstring."""
-    if q.dim() != 3 or k_cache.dim() != 3 or v_cache.shape != k_cache.shape:
-        raise ValueError(f"expected q [T, Hq, D] and k/v caches [slots, Hkv, D] of one shape, got "
-                         f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    check_paged_qkv(q, k_cache, v_cache, "[T, Hq, D]")
     num_tokens, hq, d = q.shape
     hkv = k_cache.shape[1]
-    if k_cache.shape[2] != d or hq % hkv:
-        raise ValueError(f"expected head_dim {d} and Hq % Hkv == 0, got cache {tuple(k_cache.shape)}")
     bs = req_to_token.shape[0]
     for name, t in (("q_starts", q_starts), ("prefix_lens", prefix_lens), ("extend_lens", extend_lens)):
         if t.shape != (bs,) or t.device != q.device:
             raise ValueError(f"expected {name} [{bs}] on {q.device}, got {tuple(t.shape)} on {t.device}")
-    if q.stride(2) != 1 or k_cache.stride(2) != 1 or v_cache.stride(2) != 1 or req_to_token.stride(1) != 1:
-        raise ValueError("expected the last dimension of q, the caches and req_to_token contiguous")
+    check_last_dim_contiguous(q, k_cache, v_cache, req_to_token)
     if out is None:
         out = torch.empty(num_tokens, hq * d, dtype=q.dtype, device=q.device)
     if bs == 0 or max_extend_len <= 0:
@@ -110,8 +107,7 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     grid = (bs, hq, triton.cdiv(max_extend_len, block_m))
     _extend_kernel[grid](
         q, k_cache, v_cache, out, req_to_token, q_starts, prefix_lens, extend_lens,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
-        v_cache.stride(0), v_cache.stride(1), out.stride(0), req_to_token.stride(0),
+        *paged_qkv_strides(q, k_cache, v_cache), out.stride(0), req_to_token.stride(0),
         1.0 / math.sqrt(d), G=hq // hkv, D=d, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
         num_warps=4, num_stages=2)
     return out

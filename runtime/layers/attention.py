@@ -66,6 +66,22 @@ class AttentionBackend(ABC):
         q, k = qk.split([qk.shape[1] - v.shape[1], v.shape[1]], dim=1)
         return self.forward(q, k, v, layer_id, fb, kv_pool)
 
+    def _store_kv(self, k: torch.Tensor, v: torch.Tensor, layer_id: int, fb: "ForwardBatch",
+                  kv_pool: "KVPool") -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 1 of the semantics: k, v [T, Hkv, D] into layer layer_id's pool slots
+        fb.out_cache_loc. Returns (k_cache, v_cache), each [num_slots + 1, Hkv, D]."""
+        k_cache = kv_pool.k_buffer[layer_id]
+        v_cache = kv_pool.v_buffer[layer_id]
+        self._write_kv(k_cache, v_cache, fb.out_cache_loc, k, v)
+        return k_cache, v_cache
+
+    @staticmethod
+    def _write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, loc: torch.Tensor, k: torch.Tensor,
+                  v: torch.Tensor) -> None:
+        """k_cache[loc] = k; v_cache[loc] = v (cast to the cache dtype). Backends may use a kernel."""
+        k_cache[loc] = k.to(k_cache.dtype)
+        v_cache[loc] = v.to(v_cache.dtype)
+
 
 ATTENTION_BACKEND_NAMES = ("torch", "triton")
 

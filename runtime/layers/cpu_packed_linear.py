@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layer_swap import replace_linear_layers
+from .layer_swap import SwappedLinear
 
 _BATCH_HINT = 32  # oneDNN picks its blocking for this many rows; any row count still works
 
@@ -24,29 +24,20 @@ def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-class PackedLinear(nn.Module):
+class PackedLinear(SwappedLinear):
     """Drop-in for a tp_size-1 linear layer: x [..., in] -> [..., out] (float32 when out_float32)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_float32: bool = False):
-        super().__init__()
+        super().__init__(weight, out_float32)
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _BATCH_HINT)
         self.bias = None if bias is None else bias.detach()
-        self.out_float32 = out_float32
-        self.in_features = weight.shape[1]
-        self.out_features = weight.shape[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)  # [n, in]
-        y = torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")  # [n, out]
-        if self.out_float32:
-            y = y.float()
-        return y.reshape(*lead, self.out_features)
+    def _linear(self, x2: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")  # [n, out]
 
 
 def pack_linears_for_cpu(model: nn.Module) -> int:
     """Replace every tp_size-1 bf16 linear layer (and the LM head) with a PackedLinear, in place.
     Returns how many were replaced (0 where packing does not apply)."""
-    return replace_linear_layers(
-        model, lambda name, m, is_lm_head: m.tp_size == 1 and can_pack(m.weight.dtype, m.weight.device),
-        lambda w, b, is_lm_head: PackedLinear(w, b, out_float32=is_lm_head))
+    return PackedLinear.replace_in(
+        model, lambda name, m, is_lm_head: m.tp_size == 1 and can_pack(m.weight.dtype, m.weight.device))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layer_swap import replace_linear_layers
+from .layer_swap import SwappedLinear
 
 
 INT8_MAX_ROWS = 4  # inputs with more rows use the float weight (see Int8WeightOnlyLinear)
@@ -33,11 +33,11 @@ def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return q, scale
 
 
-class Int8WeightOnlyLinear(nn.Module):
+class Int8WeightOnlyLinear(SwappedLinear):
     """Drop-in for a tp_size-1 linear layer: x [..., in] -> [..., out] in x's dtype."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_float32: bool = False):
-        super().__init__()
+        super().__init__(weight, out_float32)
         # The int8 kernel wins only for a few rows (decode at small batch: it halves the bytes
         # read); from ~8 rows on the float GEMM is faster (measured on this CPU: at 32 rows
         # int8 takes 2-3x longer). So the float weight is kept (shared, not copied: a tied LM
@@ -47,13 +47,8 @@ class Int8WeightOnlyLinear(nn.Module):
         self.register_buffer("qweight", q)  # [out, in] int8
         self.register_buffer("scale", scale.to(weight.dtype))  # [out], the activation dtype
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.out_float32 = out_float32
-        self.in_features = weight.shape[1]
-        self.out_features = weight.shape[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)  # [n, in]
+    def _linear(self, x2: torch.Tensor) -> torch.Tensor:
         if x2.dtype != self.scale.dtype:
             x2 = x2.to(self.scale.dtype)
         if x2.shape[0] > INT8_MAX_ROWS:
@@ -62,9 +57,7 @@ class Int8WeightOnlyLinear(nn.Module):
             y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scale)  # [n, out]
         if self.bias is not None:
             y = y + self.bias
-        if self.out_float32:
-            y = y.float()
-        return y.reshape(*lead, self.out_features)
+        return y
 
 
 def quantize_int8_weight_only(model: nn.Module, include_lm_head: bool = True) -> int:
@@ -84,5 +77,4 @@ def quantize_int8_weight_only(model: nn.Module, include_lm_head: bool = True) ->
                                           f"got {module.weight.device}")
         return True
 
-    return replace_linear_layers(
-        model, accept, lambda w, b, is_lm_head: Int8WeightOnlyLinear(w, b, out_float32=is_lm_head))
+    return Int8WeightOnlyLinear.replace_in(model, accept)

@@ -98,10 +98,7 @@ class TorchAttentionBackend(AttentionBackend):
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
         if self._meta_fb is not fb:
             self.init_forward_metadata(fb)
-        k_cache = kv_pool.k_buffer[layer_id]  # [num_slots + 1, Hkv, D]
-        v_cache = kv_pool.v_buffer[layer_id]
-        k_cache[fb.out_cache_loc] = k.to(k_cache.dtype)
-        v_cache[fb.out_cache_loc] = v.to(v_cache.dtype)
+        k_cache, v_cache = self._store_kv(k, v, layer_id, fb, kv_pool)  # [num_slots + 1, Hkv, D]
         if fb.is_decode:
             return self._forward_decode(q, k_cache, v_cache)
         out = self._forward_extend(q, k, v, k_cache, v_cache)

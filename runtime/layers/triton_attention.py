@@ -46,6 +46,7 @@ class _ExtendMeta:
 
 class TritonAttentionBackend(AttentionBackend):
     name = "triton"
+    _write_kv = staticmethod(store_kv)  # the KV store of forward: one launch
 
     def __init__(self, num_sms: Optional[int] = None):
         if num_sms is None and torch.cuda.is_available():
@@ -87,9 +88,7 @@ class TritonAttentionBackend(AttentionBackend):
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
         if self._meta_fb is not fb:
             self.init_forward_metadata(fb)
-        k_cache = kv_pool.k_buffer[layer_id]  # [num_slots + 1, Hkv, D]
-        v_cache = kv_pool.v_buffer[layer_id]
-        store_kv(k_cache, v_cache, fb.out_cache_loc, k, v)
+        k_cache, v_cache = self._store_kv(k, v, layer_id, fb, kv_pool)  # [num_slots + 1, Hkv, D]
         return self._attend(q, k_cache, v_cache, fb)
 
     def forward_rope(self, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
