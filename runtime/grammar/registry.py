@@ -29,14 +29,17 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional, Sequence
 
+import torch
+
 try:  # the `regex` module knows \p{L} and friends, which grammar libraries accept
     import regex as _re
 except ImportError:  # pragma: no cover
     import re as _re
 
 from .base import GRAMMAR_KINDS, CompiledGrammar, GrammarBackend, GrammarBackendMissing, GrammarCompileError
+from .exponent_grammar import ExponentGrammar, exponent_token_mask
+from .number_bounds import drop_number_bounds, drop_wide_bounds
 from .token_vocab import TokenVocab
-from .wide_bounds import drop_wide_bounds
 
 logger = logging.getLogger("sgl_lang.runtime.grammar")
 
@@ -136,6 +139,7 @@ class GrammarRegistry:
         self._backends: dict[str, GrammarBackend] = {}
         self._futures: dict[tuple[str, str], Future] = {}
         self._lock = threading.Lock()
+        self._exponent_mask: Optional[torch.Tensor] = None  # built on the first bounded schema
         self._pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="grammar")
 
     @property
@@ -170,8 +174,8 @@ class GrammarRegistry:
                 if kind not in backend.kinds:
                     failures.append(f"{name}: does not support {kind}")
                     continue
-                if kind == "json_schema" and self.verify_json:  # the check before EOS keeps them
-                    return self._verified(backend.compile(kind, drop_wide_bounds(spec)), spec)
+                if kind == "json_schema" and self.verify_json:
+                    return self._verified(self._compile_numbers(backend, spec), spec)
                 return backend.compile(kind, spec)
             except (GrammarCompileError, GrammarBackendMissing) as e:
                 failures.append(str(e))
@@ -179,6 +183,23 @@ class GrammarRegistry:
             raise GrammarCompileError(failures[0])
         raise GrammarCompileError(f"no grammar backend could compile the {kind}:\n  - "
                                   + "\n  - ".join(failures))
+
+    def _compile_numbers(self, backend: GrammarBackend, spec: str) -> CompiledGrammar:
+        """A JSON-schema grammar whose numeric bounds allow exponent notation (number_bounds.py,
+        exponent_grammar.py); only under the schema check before EOS, which keeps every bound."""
+        guided = drop_wide_bounds(spec)
+        grammar = backend.compile("json_schema", guided)
+        free = drop_number_bounds(guided)
+        if free == guided:
+            return grammar
+        try:
+            fallback = backend.compile("json_schema", free)
+        except GrammarCompileError:
+            return grammar
+        with self._lock:
+            if self._exponent_mask is None:
+                self._exponent_mask = exponent_token_mask(self.vocab)
+        return ExponentGrammar(grammar, fallback, self._exponent_mask)
 
     @staticmethod
     def _verified(grammar: CompiledGrammar, schema: str) -> CompiledGrammar:

@@ -214,8 +214,32 @@ def test_auto_takes_exponent_numbers_under_bounds_too_wide_to_guide(auto_registr
     assert not all(narrow.accept_token(t) for t in tokenizer.encode("1000", add_special_tokens=False))
 
 
+def test_auto_takes_exponent_numbers_under_narrow_bounds_and_keeps_guidance(auto_registry, tokenizer):
+    """ExponentGrammar: plain digits stay range-guided (no '-' under minimum 0); a token that
+    writes an exponent is taken from the bound-free fallback, and the schema check before EOS
+    still enforces every bound; a rollback past that token returns to the guided grammar."""
+    schema = {"type": "object", "properties": {"x": {"type": "number", "minimum": 0},
+                                               "n": {"type": "integer", "maximum": 100}},
+              "required": ["x", "n"], "additionalProperties": False}
+    grammar = auto_registry.compile("json_schema", json.dumps(schema))
+    for text in ('{"x":1e-06,"n":5}', '{"x":2.5E+3,"n":100}', '{"x":12,"n":0}'):
+        matcher = walk(tokenizer, grammar, text)
+        assert EOS in allowed_ids(matcher) and matcher.accept_token(EOS) and matcher.is_terminated(), text
+    start = walk(tokenizer, grammar, '{"x":')
+    minus = tokenizer.encode("-", add_special_tokens=False)[0]
+    assert minus not in allowed_ids(start) and not start.accept_token(minus)  # guidance kept
+    bad = walk(tokenizer, grammar, '{"x":1e5,"n":5000}')  # after an exponent: bound-free, checked at EOS
+    assert EOS not in allowed_ids(bad) and not bad.is_accepting()
+    back = walk(tokenizer, grammar, '{"x":1e')
+    back.rollback(len(tokenizer.encode("1e", add_special_tokens=False)))  # undo the exponent path
+    assert minus not in allowed_ids(back)
+    for token in tokenizer.encode('7,"n":3}', add_special_tokens=False):
+        assert back.accept_token(token)
+    assert back.accept_token(EOS)
+
+
 def test_drop_wide_bounds_leaves_data_and_narrow_bounds_alone():
-    from sgl_lang.runtime.grammar.wide_bounds import drop_wide_bounds
+    from sgl_lang.runtime.grammar.number_bounds import drop_wide_bounds
     schema = {"type": "object", "properties": {
         "a": {"type": "integer", "minimum": -9223372036854775808, "exclusiveMinimum": True, "maximum": 10},
         "b": {"const": {"maximum": 1e300}}, "c": {"enum": [{"minimum": 1e300}]},
