@@ -185,11 +185,7 @@ class Engine(GenerateAPI, EngineLoop):
         return self.scheduler.finish_step(handle.batch)
 
     def _drain_inbox(self) -> None:
-        while True:
-            try:
-                kind, arg = self._inbox.get_nowait()
-            except queue.Empty:
-                return
+        for kind, arg in self._pop_inbox():
             if kind == "add":
                 self.scheduler.add(arg)
             elif kind == "abort":

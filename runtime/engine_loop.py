@@ -51,11 +51,7 @@ class EngineLoop:
             self.processor.emit(req)
         self.scheduler.waiting.clear()
         self.scheduler.running.clear()
-        while True:
-            try:
-                kind, arg = self._inbox.get_nowait()
-            except queue.Empty:
-                break
+        for kind, arg in self._pop_inbox():
             if kind == "add":
                 arg.error = message
                 arg.finish({"type": "abort", "message": message})
@@ -63,6 +59,14 @@ class EngineLoop:
             elif kind == "call":
                 arg[1].append(EngineStopped(message))
                 arg[2].set()
+
+    def _pop_inbox(self):
+        """The queued (kind, arg) commands, oldest first, without waiting for more."""
+        while True:
+            try:
+                yield self._inbox.get_nowait()
+            except queue.Empty:
+                return
 
     def _fail_stuck(self, error: BaseException) -> None:
         """Called from another thread when the loop thread is blocked for good (a tensor-parallel
