@@ -56,6 +56,7 @@ def run_case(eng, cfg: dict, device: str, bs: int, in_len: int, out_len: int) ->
     return {"batch": bs, "in": in_len, "out": out_len, "tokens": n, "seconds": dt,
             "tok_s": n / dt, "ms_per_step": 1e3 * dt / out_len,
             "decode_tok_s": (n - len(outs)) / decode_s if decode_s > 0 else float("nan"),
+            "ttft_ms": 1e3 * max(o["meta_info"]["ttft"] for o in outs),  # the last first token
             "steps": eng.num_steps - steps0, "graph_steps": eng.get_stats()["num_graph_steps"] - graphs0}
 
 
@@ -84,6 +85,7 @@ def run_tp(name: str, tp: int, device: str, dtype: str, num_threads) -> list[dic
     for r in results:
         print(f"tp={tp} batch {r['batch']} ({r['in']}/{r['out']}): {r['tok_s']:.1f} out tok/s, "
               f"{r['ms_per_step']:.2f} ms/step, decode phase {r['decode_tok_s']:.1f} tok/s, "
+              f"last first token {r['ttft_ms']:.0f} ms, "
               f"{r['graph_steps']} of {r['steps']} steps by graph replay", flush=True)
     return results
 
@@ -94,8 +96,8 @@ def render(name: str, results: list[dict]) -> str:
     for r in results:
         speedup = f"{r['tok_s'] / base[r['batch']]:.2f}x" if r["batch"] in base else "-"
         rows.append([name, r["tp"], f"{r['batch']} ({r['in']}/{r['out']})", r["tok_s"], r["decode_tok_s"],
-                     r["ms_per_step"], speedup, r["load_s"]])
-    return table(["shape", "tp", "batch (in/out)", "out tok/s", "decode-phase tok/s",
+                     r["ttft_ms"], r["ms_per_step"], speedup, r["load_s"]])
+    return table(["shape", "tp", "batch (in/out)", "out tok/s", "decode-phase tok/s", "last first token ms",
                   "ms per decode step (wall / out len)", "vs tp 1", "engine start s"], rows)
 
 
