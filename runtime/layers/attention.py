@@ -53,17 +53,24 @@ class AttentionBackend(ABC):
         ...
 
     def forward_rope(self, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
-                     layer_id: int, fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
+                     layer_id: int, fb: "ForwardBatch", kv_pool: "KVPool", qk_norm=None) -> torch.Tensor:
         """Rotary embedding of q and k, then forward. qk: [T, Hq + Hkv, D] (query heads, then key
         heads; may be a strided view, which this may rotate in place); v: [T, Hkv, D];
-        cos, sin_signed: [T, 1, D] (RotaryEmbedding.cos_sin). Backends may fuse the rotation with
-        the KV store."""
+        cos, sin_signed: [T, 1, D] (RotaryEmbedding.cos_sin); qk_norm: None, or Qwen3's per-head
+        (q_norm, k_norm) RMSNorm modules, applied before the rotation. Backends may fuse the
+        norms and the rotation with the KV store."""
+        hkv = v.shape[1]
+        if qk_norm is not None:
+            q, k = qk.split([qk.shape[1] - hkv, hkv], dim=1)
+            q = apply_rotary(qk_norm[0](q), cos, sin_signed)  # [T, Hq, D]
+            k = apply_rotary(qk_norm[1](k), cos, sin_signed)  # [T, Hkv, D]
+            return self.forward(q, k, v, layer_id, fb, kv_pool)
         if qk.is_cuda:  # one Triton kernel rotating q and k in place
             from sgl_lang.kernels.attention_prologue import rope_
             qk = rope_(qk, cos, sin_signed)
         else:
             qk = apply_rotary(qk, cos, sin_signed)
-        q, k = qk.split([qk.shape[1] - v.shape[1], v.shape[1]], dim=1)
+        q, k = qk.split([qk.shape[1] - hkv, hkv], dim=1)
         return self.forward(q, k, v, layer_id, fb, kv_pool)
 
     def _store_kv(self, k: torch.Tensor, v: torch.Tensor, layer_id: int, fb: "ForwardBatch",

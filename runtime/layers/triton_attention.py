@@ -92,13 +92,15 @@ class TritonAttentionBackend(AttentionBackend):
         return self._attend(q, k_cache, v_cache, fb)
 
     def forward_rope(self, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
-                     layer_id: int, fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
-        """One kernel rotates q in place and stores the rotated keys and the values."""
+                     layer_id: int, fb: "ForwardBatch", kv_pool: "KVPool", qk_norm=None) -> torch.Tensor:
+        """One kernel (norms q and k when qk_norm is given,) rotates q in place and stores the
+        rotated keys and the values."""
         if self._meta_fb is not fb:
             self.init_forward_metadata(fb)
         k_cache = kv_pool.k_buffer[layer_id]  # [num_slots + 1, Hkv, D]
         v_cache = kv_pool.v_buffer[layer_id]
-        q = rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, fb.out_cache_loc)  # [T, Hq, D]
+        norm = None if qk_norm is None else (qk_norm[0].weight, qk_norm[1].weight, qk_norm[0].eps)
+        q = rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, fb.out_cache_loc, norm)  # [T, Hq, D]
         return self._attend(q, k_cache, v_cache, fb)
 
     def _attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

@@ -19,7 +19,7 @@ from ..layers.attention import AttentionBackend
 from ..layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from ..layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear, read_whole
 from ..layers.norm import RMSNorm
-from ..layers.rotary import RotaryEmbedding, apply_rotary
+from ..layers.rotary import RotaryEmbedding
 from .config_utils import ModelDims, rope_settings
 
 
@@ -55,13 +55,10 @@ class LlamaAttention(nn.Module):
         qk, v = qkv.split([(hq + hkv) * d, hkv * d], dim=-1)
         qk = qk.view(num_tokens, hq + hkv, d)  # [T, Hq + Hkv, D]
         v = v.view(num_tokens, hkv, d)  # [T, Hkv, D]
-        if self.qk_norm:
-            q, k = qk.split([hq, hkv], dim=1)
-            q = apply_rotary(self.q_norm(q), cos, sin)  # [T, Hq, D]
-            k = apply_rotary(self.k_norm(k), cos, sin)  # [T, Hkv, D]
-            out = attn.forward(q, k, v, self.layer_id, fb, kv_pool)  # [T, Hq * D]
-        else:  # rotation of q and k heads in one pass (fused with the KV store where the backend can)
-            out = attn.forward_rope(qk, v, cos, sin, self.layer_id, fb, kv_pool)  # [T, Hq * D]
+        # (Qwen3: per-head norms of q and k, then) the rotation of q and k, fused with the KV
+        # store where the backend can
+        norms = (self.q_norm, self.k_norm) if self.qk_norm else None
+        out = attn.forward_rope(qk, v, cos, sin, self.layer_id, fb, kv_pool, norms)  # [T, Hq * D]
         return self.o_proj(out)
 
 

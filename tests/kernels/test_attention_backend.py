@@ -87,3 +87,19 @@ def test_gpu_cuda_graph_decode_equals_eager():
                          for o in eng.generate(input_ids=prompts, sampling_params=params)]
         eng.shutdown()
     assert outs[False] == outs[True]
+
+
+@pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
+def test_triton_backend_matches_torch_backend_on_cpu_with_qk_norm():
+    """Qwen3's per-head q/k RMSNorm: fused into the Triton backend's RoPE + KV-store kernel."""
+    model = random_loaded_model(dict(TINY, architectures=["Qwen3ForCausalLM"]), torch.float32, "cpu", seed=0).model
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "q_norm" in name or "k_norm" in name:
+                p.copy_(0.5 + torch.rand(p.shape, generator=gen))  # distinct q and k weights
+    assert model.model.layers[0].self_attn.qk_norm
+    ref = _logits(model, "torch", "cpu", torch.float32)
+    got = _logits(model, "triton", "cpu", torch.float32)
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-3)

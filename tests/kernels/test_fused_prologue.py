@@ -69,3 +69,23 @@ def test_silu_and_mul_matches_torch(t, i, dtype):
 def test_silu_and_mul_rejects_odd_width():
     with pytest.raises(ValueError, match="2\\*I"):
         silu_and_mul(torch.randn(2, 7))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("t,hq,hkv,d", [(1, 16, 8, 128), (5, 4, 2, 16), (3, 6, 1, 64)])
+def test_rope_store_with_qk_norm_matches_norm_rope_then_store(t, hq, hkv, d, dtype):
+    """Qwen3: per-head RMSNorm of q and k (their own weights) before the rotation."""
+    qkv, cos, sin, loc, caches = _rope_inputs(t, hq, hkv, d, dtype, seed=7 * t + d)
+    gen = torch.Generator().manual_seed(d)
+    norm = ((1 + torch.rand(d, generator=gen)).to(DEVICE, dtype), torch.rand(d, generator=gen).to(DEVICE, dtype), 1e-6)
+    ref_qkv, ref_caches = qkv.clone(), [c.clone() for c in caches]
+    q = rope_store_(qkv[:, :hq + hkv], qkv[:, hq + hkv:], cos, sin, caches[0], caches[1], loc, norm)
+    q_ref = rope_store_ref(ref_qkv[:, :hq + hkv], ref_qkv[:, hq + hkv:], cos, sin, ref_caches[0],
+                           ref_caches[1], loc, norm)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else {}
+    torch.testing.assert_close(q, q_ref, **tol)
+    torch.testing.assert_close(caches[0], ref_caches[0], **tol)
+    torch.testing.assert_close(caches[1], ref_caches[1], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="norm weights"):
+        rope_store_(qkv[:, :hq + hkv], qkv[:, hq + hkv:], cos, sin, caches[0], caches[1], loc,
+                    (norm[0][:-1], norm[1], 1e-6))
