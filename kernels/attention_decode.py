@@ -147,7 +147,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _decode_stage1[(bs, hkv, num_kv_splits)](
         q, k_cache, v_cache, req_to_token, seq_lens, mid_o, mid_lse, out,
         *paged_qkv_strides(q, k_cache, v_cache), req_to_token.stride(0),
-        *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d), G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
+        *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d),
+        G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=64 if block_d <= 64 else 32, NUM_SPLITS=num_kv_splits,
         num_warps=4, num_stages=2)
     if num_kv_splits == 1:

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from .base import CompiledGrammar, GrammarMatcher, check_bitmask_row
+from .base import CompiledGrammar, GrammarMatcher, allow_only_tokens, check_bitmask_row
 from .token_vocab import TokenVocab
 
 _EXPONENT_FRAGMENT = re.compile(rb"[0-9]*\.?[0-9]*[eE][+-]?[0-9]*")
@@ -32,13 +32,10 @@ _EXPONENT_FRAGMENT = re.compile(rb"[0-9]*\.?[0-9]*[eE][+-]?[0-9]*")
 
 def exponent_token_mask(vocab: TokenVocab) -> torch.Tensor:
     """[ceil(vocab/32)] int32 packed: bit t set when token t's text is a number fragment with an exponent."""
-    words = (vocab.vocab_size + 31) // 32
-    bits = torch.zeros(words * 32, dtype=torch.bool)
-    for t, text in enumerate(vocab.token_bytes):
-        if text and t not in vocab.stop_token_ids and _EXPONENT_FRAGMENT.fullmatch(text):
-            bits[t] = True
-    weights = torch.tensor([1 << i for i in range(31)] + [-(1 << 31)], dtype=torch.int64)
-    return (bits.view(words, 32).long() * weights).sum(1).to(torch.int32)
+    mask = torch.zeros((vocab.vocab_size + 31) // 32, dtype=torch.int32)
+    allow_only_tokens(mask, [t for t, text in enumerate(vocab.token_bytes)
+                             if text and t not in vocab.stop_token_ids and _EXPONENT_FRAGMENT.fullmatch(text)])
+    return mask
 
 
 class ExponentGrammar(CompiledGrammar):
