@@ -134,10 +134,26 @@ def decode_forced(data: bytes) -> str:
         return data[:e.start].decode("utf-8")
 
 
+def _set_token_bits(row: torch.Tensor, token_ids, is_allowed: bool) -> None:
+    """row[t // 32] bit (t % 32) = is_allowed, for each t in `token_ids` (row: [width] int32)."""
+    for t in token_ids:
+        word, bit = divmod(int(t), 32)
+        value = int(row[word]) & 0xFFFFFFFF  # the word as unsigned 32 bits
+        value = value | (1 << bit) if is_allowed else value & ~(1 << bit)
+        row[word] = value - (1 << 32) if value >= 1 << 31 else value  # store as signed int32
+
+
+def allow_tokens(row: torch.Tensor, token_ids) -> None:
+    """Also allow `token_ids` in one bitmask row ([width] int32); other bits are kept."""
+    _set_token_bits(row, token_ids, True)
+
+
+def ban_tokens(row: torch.Tensor, token_ids) -> None:
+    """Disallow `token_ids` in one bitmask row ([width] int32); other bits are kept."""
+    _set_token_bits(row, token_ids, False)
+
+
 def allow_only_tokens(row: torch.Tensor, token_ids) -> None:
     """Set one bitmask row ([width] int32) to allow exactly `token_ids`."""
     row.zero_()
-    for t in token_ids:
-        word, bit = divmod(int(t), 32)
-        value = (int(row[word]) & 0xFFFFFFFF) | (1 << bit)
-        row[word] = value - (1 << 32) if value >= 1 << 31 else value  # store as signed int32
+    allow_tokens(row, token_ids)

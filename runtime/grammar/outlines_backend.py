@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from .base import (CompiledGrammar, GrammarBackend, GrammarBackendMissing, GrammarCompileError,
-                   GrammarMatcher, allow_only_tokens, check_bitmask_row, decode_forced)
+                   GrammarMatcher, allow_only_tokens, allow_tokens, check_bitmask_row,
+                   decode_forced)
 from .token_vocab import TokenVocab
 
 _MAX_ROLLBACK = 4096
@@ -57,10 +58,7 @@ class OutlinesMatcher(GrammarMatcher):
             return
         self._guide.write_mask_into(view.data_ptr(), view.numel(), 4)
         if len(self._vocab.stop_token_ids) > 1 and self._guide.is_finished():
-            for t in self._vocab.stop_token_ids[1:]:  # outlines only knows EOS
-                word, bit = divmod(t, 32)
-                value = (int(view[word]) & 0xFFFFFFFF) | (1 << bit)
-                view[word] = value - (1 << 32) if value >= 1 << 31 else value
+            allow_tokens(view, self._vocab.stop_token_ids[1:])  # outlines only knows EOS
 
     def rollback(self, num_tokens: int) -> None:
         if num_tokens <= 0:

@@ -20,7 +20,8 @@ from typing import Optional
 
 import torch
 
-from .base import CompiledGrammar, GrammarBackendMissing, GrammarMatcher, check_bitmask_row
+from .base import (CompiledGrammar, GrammarBackendMissing, GrammarMatcher, ban_tokens,
+                   check_bitmask_row)
 
 
 def make_validator(schema_text: str):
@@ -69,10 +70,7 @@ class VerifiedMatcher(GrammarMatcher):
         if not violation:
             return
         view = check_bitmask_row(bitmask, row, len(self._token_bytes))  # [width] int32
-        for t in self._stop_ids:
-            word, bit = divmod(t, 32)
-            value = (int(view[word]) & 0xFFFFFFFF) & ~(1 << bit)
-            view[word] = value - (1 << 32) if value >= 1 << 31 else value
+        ban_tokens(view, self._stop_ids)
         if not bool(view.any()):
             self._error = f"the output cannot continue and does not match the JSON schema: {violation}"
 

@@ -77,10 +77,14 @@ class AttentionBackend(ABC):
                   kv_pool: "KVPool") -> tuple[torch.Tensor, torch.Tensor]:
         """Step 1 of the semantics: k, v [T, Hkv, D] into layer layer_id's pool slots
         fb.out_cache_loc. Returns (k_cache, v_cache), each [num_slots + 1, Hkv, D]."""
-        k_cache = kv_pool.k_buffer[layer_id]
-        v_cache = kv_pool.v_buffer[layer_id]
+        k_cache, v_cache = self._kv_cache(kv_pool, layer_id)
         self._write_kv(k_cache, v_cache, fb.out_cache_loc, k, v)
         return k_cache, v_cache
+
+    @staticmethod
+    def _kv_cache(kv_pool: "KVPool", layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer layer_id's (k_cache, v_cache), each [num_slots + 1, Hkv, D]."""
+        return kv_pool.k_buffer[layer_id], kv_pool.v_buffer[layer_id]
 
     @staticmethod
     def _write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, loc: torch.Tensor, k: torch.Tensor,

@@ -97,8 +97,7 @@ class TritonAttentionBackend(AttentionBackend):
         rotated keys and the values."""
         if self._meta_fb is not fb:
             self.init_forward_metadata(fb)
-        k_cache = kv_pool.k_buffer[layer_id]  # [num_slots + 1, Hkv, D]
-        v_cache = kv_pool.v_buffer[layer_id]
+        k_cache, v_cache = self._kv_cache(kv_pool, layer_id)  # [num_slots + 1, Hkv, D]
         norm = None if qk_norm is None else (qk_norm[0].weight, qk_norm[1].weight, qk_norm[0].eps)
         q = rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, fb.out_cache_loc, norm)  # [T, Hq, D]
         return self._attend(q, k_cache, v_cache, fb)
