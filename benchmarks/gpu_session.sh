@@ -8,6 +8,8 @@
 #   bash benchmarks/gpu_session.sh tp        # bench_tp 8B at tp 1 2 (needs 2 GPUs)        (~2 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
+#   bash benchmarks/gpu_session.sh tests:200 tp70:300   # a part's timeout can be given after a colon
+#
 #   bash benchmarks/gpu_session.sh prepare   # HERE, before the call: the default model's config and
 #                                            # tokenizer files (no weights) into .gpu_tokenizer/
 #
@@ -48,14 +50,15 @@ part() {  # part <name> <timeout s> <command...>
     pkill -f "multiprocessing.spawn" 2>/dev/null  # no orphaned TP rank left holding a GPU
 }
 
-for what in "$@"; do
+for arg in "$@"; do
+    what=${arg%%:*}; lim=${arg#*:}; [ "$lim" = "$arg" ] && lim=""  # name or name:seconds
     case $what in
-        tests) part tests 300 python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
+        tests) part tests ${lim:-300} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
                    tests/kernels tests/runtime/test_overlap_gpu.py tests/distributed/test_tp_gpu.py ;;
-        engine) part engine 420 python3 -m benchmarks.bench_gpu ;;
-        sampling) part sampling 300 python3 -m benchmarks.bench_sampling_kernel ;;
-        tp) part tp 300 python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 2 ;;
-        tp70) part tp70 400 python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
+        engine) part engine ${lim:-420} python3 -m benchmarks.bench_gpu ;;
+        sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
+        tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 2 ;;
+        tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
         *) echo "unknown part $what (tests, engine, sampling, tp, tp70)" ;;
     esac
 done
