@@ -3,8 +3,8 @@
     python -m benchmarks.bench_sampling_kernel [--no-write] [--bs 1,4,16,64,128,512]
 
 Byte floor per call = fp32 logits + packed bitmask read once, at the copy bandwidth measured in
-the same run (read+write copy of a 1 GiB buffer: bytes moved / time). Two timings of the fused
-call: `gpu` is the median of triton.testing.do_bench (L2 flushed before each call, device time
+the same run (read+write copy of a 1 GiB buffer: bytes moved / time). Three timings of the fused
+call: `graph` is 20 calls captured in one CUDA graph (device time, no launch gaps); `do_bench` the median of triton.testing.do_bench (L2 flushed before each call, device time
 only); `eager` is CUDA events around 200 back-to-back eager calls on rotating inputs, divided by
 200: it includes the host side (argument checks, allocation, launch) whenever that is slower
 than the kernel, which is what the engine pays (it calls the sampler eagerly, no CUDA graph).
@@ -71,16 +71,79 @@ def eager_us(fn, calls: int = 200) -> float:
     return start.elapsed_time(end) * 1e3 / calls
 
 
+def graph_us(fn, calls: int = 20) -> float:
+    """Mean µs per call of `calls` calls captured in one CUDA graph (inputs rotate inside it):
+    the kernel's device time with no host work and no launch gaps, as in a captured step."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    for _ in range(3):
+        graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    reps = 10
+    start.record()
+    for _ in range(reps):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / (reps * calls)
+
+
+def sweep(bw: float) -> None:
+    """Launch shapes of the kernel (LAUNCH) at bs 512 and 1, vocab 128256: graph µs per mode."""
+    from sgl_lang.kernels import masked_sampling as ms
+    saved = dict(ms.LAUNCH)
+    vocab, words = 128256, (128256 + 31) // 32
+    rows = []
+    for bs in (512, 1):
+        g = torch.Generator(device="cuda").manual_seed(bs)
+        n_rot = max(2, int(120e6 // (bs * vocab * 4)) + 1)
+        logits = [torch.randn(bs, vocab, device="cuda", generator=g) * 4 for _ in range(n_rot)]
+        masks = [torch.randint(-2**31, 2**31 - 1, (bs, words), dtype=torch.int32, device="cuda",
+                               generator=g) for _ in range(n_rot)]
+        keys = torch.randint(-2**31, 2**31 - 1, (bs, 2), dtype=torch.int32, device="cuda", generator=g)
+        floor_us = (bs * vocab * 4 + bs * words * 4) / bw * 1e6
+        for block, rpb, warps in ((1024, 2, 4), (1024, 4, 4), (2048, 1, 4), (2048, 2, 4), (1024, 2, 8),
+                                  (2048, 2, 8)):
+            ms.LAUNCH.update(block=block, rpb=rpb, num_warps=warps)
+            cells = []
+            for mode in ("greedy", "temperature", "top-p 0.9", "top-k 50"):
+                t, k, p, mp = MODES[mode]
+                params = [torch.full((bs,), v, dtype=dt, device="cuda") for v, dt in
+                          ((t, torch.float32), (k, torch.int32), (p, torch.float32), (mp, torch.float32))]
+                i = [0]
+
+                def fused():
+                    i[0] = (i[0] + 1) % n_rot
+                    return ms.masked_sample(logits[i[0]], masks[i[0]], *params, keys,
+                                            may_filter=k > 0 or p < 1)
+                us = graph_us(fused)
+                cells.append(f"{us:.1f} ({us / floor_us:.2f}x)")
+            rows.append([bs, block, rpb, warps] + cells)
+            print(rows[-1], flush=True)
+        del logits, masks
+    ms.LAUNCH.clear()
+    ms.LAUNCH.update(saved)
+    print(table(["bs", "block", "rpb", "warps", "greedy", "temperature", "top-p 0.9", "top-k 50"], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--bs", default="1,4,16,64,128,512")
     ap.add_argument("--vocab", default="49152,128256")
+    ap.add_argument("--sweep", action="store_true", help="time launch shapes first (not written)")
     args = ap.parse_args()
     import triton.testing
     from sgl_lang.kernels.masked_sampling import _can_launch_directly, masked_sample, num_splits
 
     bw = copy_bandwidth()
+    if args.sweep:
+        sweep(bw)
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
     for vocab in map(int, args.vocab.split(",")):
@@ -113,23 +176,26 @@ def main() -> None:
                     return masked_sample(lg, bm, t_, k_, p_, mp_, keys, may_filter=filters)
 
                 gpu = triton.testing.do_bench(fused) * 1e3
+                graph = graph_us(fused)
                 eager = eager_us(fused)
                 base = triton.testing.do_bench(lambda: unfused(*nxt(), t_, k_, p_, mp_, mode)) * 1e3
-                rows.append([vocab, bs, mode, num_splits(bs, vocab, num_sms), round(gpu, 1),
-                             round(eager, 1), round(base, 1), round(floor_us, 2),
-                             f"{gpu / floor_us:.2f}x", f"{base / max(gpu, eager):.1f}x"])
+                rows.append([vocab, bs, mode, num_splits(bs, vocab, num_sms), round(graph, 1),
+                             round(gpu, 1), round(eager, 1), round(base, 1), round(floor_us, 2),
+                             f"{graph / floor_us:.2f}x", f"{base / max(graph, eager):.1f}x"])
             del logits, masks
-    headers = ["vocab", "bs", "mode", "splits", "fused gpu µs", "fused eager µs",
-               "unfused torch µs", "byte floor µs", "gpu / floor", "speed-up"]
+    headers = ["vocab", "bs", "mode", "splits", "fused graph µs", "fused do_bench µs", "fused eager µs",
+               "unfused torch µs", "byte floor µs", "graph / floor", "speed-up"]
     body = (f"Card: {torch.cuda.get_device_name(0)} ({num_sms} SMs), copy bandwidth measured in "
             f"the same run {bw / 1e12:.2f} TB/s (read+write). Masked rows (random bitmask, about "
-            f"half the tokens allowed), logits randn x 4, one noise key per row. `fused gpu`: "
-            f"median of triton.testing.do_bench (L2 flushed, device time); `fused eager`: CUDA "
+            f"half the tokens allowed), logits randn x 4, one noise key per row. `fused graph`: 20 "
+            f"calls on rotating inputs (past L2) captured in one CUDA graph, replay time / 20: the "
+            f"kernel's device time with no launch gaps; `fused do_bench`: median of "
+            f"triton.testing.do_bench (L2 flushed; includes event and launch gaps); `fused eager`: CUDA "
             f"events around 200 back-to-back eager calls (includes host-side cost when it "
             f"dominates); the kernel runs with may_filter=False where no row has top-k / top-p, "
             f"as the engine does; unfused torch: unpack bitmask, mask, temperature, softmax, top-k / "
             f"sort + top-p / min-p, multinomial (greedy: unpack, mask, argmax), do_bench; "
-            f"speed-up = unfused / max(fused gpu, fused eager). Repeat calls skip Triton's JIT "
+            f"speed-up = unfused / max(fused graph, fused eager). Repeat calls skip Triton's JIT "
             f"dispatch: {_can_launch_directly()}.\n\n" + table(headers, rows))
     print(body)
     if not args.no_write:

@@ -12,10 +12,13 @@ Exact semantics, per row b (x = logits[b] as float32, V = vocab size; the runtim
                                    token if the mass strictly above its value is < top_p
                                    (the largest value is always kept)
         min-p (min_p[b] > 0):      s[j] = -inf where s[j] < max(s) + log(min_p[b])
-        token = argmax(s + gumbel(noise_keys[b], j))                          (Gumbel-max)
+        token = sampling_chain.chain_draw: inverse-CDF draws on softmax(s) with rejection
+                until one lands in what the filters keep (an exact draw from the filtered
+                softmax; an unfiltered row takes its first draw)
     logprob = x[token] - lse        (temperature 1, before the filters, as the sampler returns)
-gumbel is sampling_noise.gumbel_noise, so a row draws the same token as runtime/sampler.py's
-torch path from the same noise key (up to float rounding at exact ties and mass boundaries).
+The uniforms come from sampling_noise.uniform_noise, so a row draws the same token as
+runtime/sampler.py's torch path from the same noise key (up to float rounding at cumulative-mass
+and filter boundaries).
 
 Triton on CUDA (one launch; sampling_kernel.py tells the passes), the torch reference elsewhere.
 """
@@ -26,11 +29,12 @@ from typing import NamedTuple, Optional
 import torch
 
 from .bitmask import unpack_bitmask
-from .sampling_noise import gumbel_noise
+from .sampling_chain import chain_draw
 
 try:
     import triton
-    from .sampling_kernel import NUM_PIVOTS, RECORD, masked_sample_kernel
+    from .sampling_kernel import masked_sample_kernel
+    from .sampling_search import NUM_PIVOTS, RECORD
 except ImportError:  # CPU-only installs serve through the reference
     triton = None
 try:
@@ -41,6 +45,8 @@ except ImportError:  # older Triton: every call goes through the JIT launcher
 _NEG_INF = float("-inf")
 MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
+# launch shape: lanes per block, blocks per record (sampling_records.py), warps per program
+LAUNCH = {"block": 1024, "rpb": 2, "num_warps": 8}
 
 
 class SampledTokens(NamedTuple):
@@ -68,20 +74,20 @@ def masked_sample_ref(logits, bitmask, temperature, top_k, top_p, min_p, noise_k
     top_k_on = (k > 0) & (k < vocab)  # [bs]
     ordered = s.sort(dim=1, descending=True).values  # [bs, V]
     kth = ordered.gather(1, (k.clamp(1, vocab) - 1)[:, None])  # [bs, 1]
-    s = s.masked_fill(top_k_on[:, None] & (s < kth), _NEG_INF)
+    f = s.masked_fill(top_k_on[:, None] & (s < kth), _NEG_INF)  # [bs, V]: what the filters keep
     top_p_on = top_p < 1  # [bs]
-    ordered = s.sort(dim=1, descending=True).values
-    probs = (ordered - s.logsumexp(dim=1, keepdim=True)).exp()  # top-k renormalised
+    ordered = f.sort(dim=1, descending=True).values
+    probs = (ordered - f.logsumexp(dim=1, keepdim=True)).exp()  # top-k renormalised
     mass_before = probs.cumsum(dim=1) - probs  # exclusive
     num_keep = (mass_before < top_p[:, None]).sum(dim=1, keepdim=True).clamp_(min=1)
-    s = s.masked_fill(top_p_on[:, None] & (s < ordered.gather(1, num_keep - 1)), _NEG_INF)
-    floor = s.max(dim=1, keepdim=True).values + min_p.float().log()[:, None]  # log 0 = -inf
-    s = s.masked_fill(s < floor, _NEG_INF)
-    token_ids = torch.arange(vocab, dtype=torch.int32, device=logits.device)
-    drawn = gumbel_noise(noise_keys, token_ids).add_(s).argmax(dim=1)  # [bs]
+    f = f.masked_fill(top_p_on[:, None] & (f < ordered.gather(1, num_keep - 1)), _NEG_INF)
+    floor = f.max(dim=1, keepdim=True).values + min_p.float().log()[:, None]  # log 0 = -inf
+    f = f.masked_fill(f < floor, _NEG_INF)
+    dead = ~(x > _NEG_INF).any(dim=1)  # [bs]
+    drawn = chain_draw(s.masked_fill(dead[:, None], 0.0), (f > _NEG_INF) | dead[:, None], noise_keys,
+                       top_k_on | top_p_on | (min_p > 0))
     token = torch.where(greedy, x.argmax(dim=1), drawn)
     lse = x.logsumexp(dim=1)  # [bs]
-    dead = ~(x > _NEG_INF).any(dim=1)
     logprob = x.gather(1, token[:, None]).squeeze(1) - lse
     token = token.masked_fill(dead, dead_token)
     return SampledTokens(token, logprob.masked_fill(dead, _NEG_INF))
@@ -206,25 +212,28 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     elif splits & (splits - 1) or splits < 1 or (splits > 1 and bs * splits > ws.num_sms):
         raise ValueError(f"splits: expected a power of two with bs * splits <= {ws.num_sms}, "
                          f"got {splits}")
-    block = 1024
-    chunk = -(-(-(-vocab // splits)) // block) * block  # ceil(ceil(V / splits) / block) * block
+    block, rpb = LAUNCH["block"], LAUNCH["rpb"]
+    rec_len = block * rpb  # tokens per record
+    chunk = -(-(-(-vocab // splits)) // rec_len) * rec_len  # ceil(V / splits) rounded up to records
+    rmax = triton.next_power_of_2(-(-vocab // rec_len))
     tokens = torch.empty(bs, dtype=torch.int64, device=device)
     logprobs = torch.empty(bs, dtype=torch.float32, device=device)
+    records = torch.empty(bs * 7 * rmax, dtype=torch.float32, device=device)  # sampling_records.py
     has_bitmask = bitmask is not None
     stride_m = bitmask.stride(0) if has_bitmask else 0
     args = (logits, logits.stride(0), bitmask if has_bitmask else logits, stride_m,
             has_mask if has_mask is not None else logits,
             is_greedy if is_greedy is not None else logits, temperature, top_k, top_p, min_p,
-            noise_keys, tokens, logprobs, ws.partials, ws.sync, vocab, chunk, dead_token,
-            has_bitmask, has_mask is not None, is_greedy is not None, splits, block, 128,
-            NUM_PIVOTS, logits.is_cuda, may_filter)
+            noise_keys, tokens, logprobs, ws.partials, ws.sync, records, vocab, chunk, dead_token,
+            has_bitmask, has_mask is not None, is_greedy is not None, splits, block, rpb, rmax, 128,
+            NUM_PIVOTS, may_filter)
     # what Triton specialises this kernel on (pointer dtypes and the alignment of the two
     # streamed tensors; the other pointers are read one scalar at a time)
     key = (device, may_filter, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,
-           is_greedy is not None, splits, logits.data_ptr() % 16,
+           is_greedy is not None, splits, block, rpb, rmax, LAUNCH["num_warps"], logits.data_ptr() % 16,
            bitmask.data_ptr() % 16 if has_bitmask else 0,
            tuple((n % 16, n == 1) for n in (logits.stride(0), stride_m, vocab)))
-    _launch(key, (bs, splits), args, num_warps=8)
+    _launch(key, (bs, splits), args, num_warps=LAUNCH["num_warps"])
     return SampledTokens(tokens, logprobs)
 
 

@@ -1,12 +1,14 @@
-"""Counter-based Gumbel noise, one definition shared by the torch sampler and the Triton kernel.
+"""Counter-based uniforms for the draws, one definition shared by the torch sampler and the
+Triton kernel.
 
-The noise of token t in row i is a hash of (noise key of row i, t); a row's noise key is two
-int32 words hashed on the host from (request seed, request step). Pure 32-bit integer
-arithmetic, exact on CPU, in torch on CUDA and in Triton alike:
+A draw takes one uniform per row and round (sampling_chain.py: round 0 is the first inverse-CDF
+draw, later rounds redraw after a rejection). The uniform of round n in row i is a hash of
+(noise key of row i, n); a row's noise key is two int32 words hashed on the host from (request
+seed, request step). Pure 32-bit integer arithmetic, exact on CPU, in torch on CUDA and in
+Triton alike:
 
-    h = mix32(mix32(t + key0) ^ key1)                      (uint32, wrapping)
+    h = mix32(mix32(n + key0) ^ key1)                      (uint32, wrapping)
     u = ((h >> 9) + 0.5) / 2**23                           (in (0, 1), exact in float32)
-    g = -log(-log(u))                                      (standard Gumbel)
 """
 from __future__ import annotations
 
@@ -55,15 +57,14 @@ def mix32_(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def gumbel_noise(noise_keys: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel noise [bs, n] f32 for rows keyed by noise_keys [bs, 2] int32 at
-    token_ids [n] int32 (see the module docstring for the formula)."""
-    h = token_ids[None, :] + noise_keys[:, :1]  # [bs, n] int32
+def uniform_noise(noise_keys: torch.Tensor, round_: int) -> torch.Tensor:
+    """[bs] float32 uniforms in (0, 1) of draw round `round_` for rows keyed by noise_keys
+    [bs, 2] int32 (see the module docstring for the formula)."""
+    h = noise_keys[:, 0] + round_  # [bs] int32, wrapping
     h = mix32_(h)
-    h ^= noise_keys[:, 1:]
+    h ^= noise_keys[:, 1]
     h = mix32_(h)
-    u = ((h >> 9) & 0x7FFFFF).to(torch.float32).add_(0.5).mul_(2.0 ** -23)  # (0, 1), exact
-    return u.log_().neg_().log_().neg_()
+    return ((h >> 9) & 0x7FFFFF).to(torch.float32).add_(0.5).mul_(2.0 ** -23)
 
 
 if triton is not None:
@@ -76,17 +77,9 @@ if triton is not None:
         x = x * 0x846CA68B
         return x ^ (x >> 16)
 
-    from triton.language.extra import libdevice
-
     @triton.jit
-    def gumbel_tl(offs, key0, key1, FAST_LOG: tl.constexpr):
-        """[BLOCK] float32 Gumbel noise at token ids offs [BLOCK] int32; key0/key1 uint32 scalars.
-        The inner log is exact (-log(u) for u near 1 needs it); FAST_LOG takes the outer one
-        from the hardware approximation (absolute error ~1e-7 on g; GPU only)."""
-        h = _mix32_tl(offs.to(tl.uint32) + key0)
+    def uniform_tl(key0, key1, round_):
+        """float32 uniform in (0, 1) of draw round `round_`; key0, key1, round_ uint32 scalars."""
+        h = _mix32_tl(key0 + round_)
         h = _mix32_tl(h ^ key1)
-        u = ((h >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)
-        e = -tl.log(u)  # Exp(1) variate
-        if FAST_LOG:
-            return -libdevice.fast_logf(e)
-        return -tl.log(e)
+        return ((h >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)

@@ -3,7 +3,7 @@
     _load_raw / _masked_block / _row_block: one BLOCK of a logits row as float32, with the grammar
         bitmask applied (disallowed tokens -inf) and, for _row_block, scaled by 1 / temperature
     _ordered_key: float32 -> int32 key with the same order (for the threshold search)
-    _sync / _exchange / _column / _int_column / _records: the SPLITS programs of one row publish
+    _sync / _publish / _exchange / _column / _int_column / _records: the SPLITS programs of one row publish
         per-pass partials into a workspace, meet at an atomic barrier, and read every partial back
 """
 from __future__ import annotations
@@ -58,6 +58,16 @@ def _sync(sync_ptr, row, n, SPLITS: tl.constexpr):
     while seen < n * SPLITS:
         seen = tl.atomic_add(sync_ptr + row * 2, 0, sem="acquire")
     tl.debug_barrier()
+
+
+@triton.jit
+def _publish(sync_ptr, row, n, SPLITS: tl.constexpr):
+    """Barrier n of the row's programs (SPLITS > 1), or of this program's threads: what was
+    stored before it is visible after it (read it back with volatile loads)."""
+    if SPLITS > 1:
+        _sync(sync_ptr, row, n, SPLITS)
+    else:
+        tl.debug_barrier()
 
 
 @triton.jit

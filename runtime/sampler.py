@@ -6,10 +6,11 @@
       -> logprobs: log_softmax of these logits (temperature 1, before top-k/top-p/min-p)
       -> greedy rows: argmax
       -> sampling rows: x = logits * (1/T); drop tokens below the top-k, top-p and min-p thresholds;
-                        argmax(x + gumbel noise)   (Gumbel-max: an exact draw from softmax(x))
+                        inverse-CDF draws on softmax(x) with rejection until one lands in
+                        what the filters keep (sampling_chain: an exact draw)
 
-Randomness is counter-based: the Gumbel noise of token t in row i is a hash of (noise key of
-row i, t), and a row's noise key is a hash of (request seed, request step). A seeded request
+Randomness is counter-based: the uniform of draw round n in row i is a hash of (noise key of
+row i, n), and a row's noise key is a hash of (request seed, request step). A seeded request
 therefore draws the same tokens on every run, whatever the batch around it, on CPU and CUDA
 alike (the integer hash is exact on both). Unseeded requests get fresh keys from torch's
 default generator when the batch info is built.
@@ -21,7 +22,7 @@ Filter semantics (applied to x = logits * (1/T), each keeping ties at its thresh
     min-p: keep x >= max(x) + log(min_p), i.e. p >= min_p * p_max
 
 On CUDA, when no full logprob rows are asked for, `sample` is one launch of the fused kernel
-sgl_lang.kernels.masked_sampling (mask, temperature, filters, Gumbel-max draw and the token's
+sgl_lang.kernels.masked_sampling (mask, temperature, filters, the draw and the token's
 logprob in one pass or few over each row), with these same semantics and the same noise.
 The torch path below serves CPU, full-logprob batches and non-contiguous logits.
 """
@@ -34,7 +35,8 @@ import torch
 
 from sgl_lang.kernels.bitmask import apply_token_bitmask_inplace
 from sgl_lang.kernels.masked_sampling import masked_sample
-from sgl_lang.kernels.sampling_noise import gumbel_noise, mix32_ref  # noqa: F401  (re-exported)
+from sgl_lang.kernels.sampling_chain import chain_draw
+from sgl_lang.kernels.sampling_noise import mix32_ref, uniform_noise  # noqa: F401  (re-exported)
 from sgl_lang.kernels.sampling_noise import key_words as _key_words
 from sgl_lang.kernels.sampling_noise import mix32_ as _mix32  # noqa: F401  (re-exported)
 
@@ -148,8 +150,10 @@ def sample(logits: torch.Tensor, info: SamplingBatchInfo,
 
 
 def _sample_rows(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
-    """Gumbel-max draw for every row (greedy rows included; the caller discards them)."""
-    x = logits * info.temperatures.reciprocal()  # [bs, V]; s = x * (1/T), as the fused kernel
+    """The draw of every row (greedy rows included; the caller discards them): inverse-CDF
+    rounds on softmax(x / T) until one lands in what the filters keep (sampling_chain)."""
+    s = logits * info.temperatures.reciprocal()  # [bs, V]; s = x * (1/T), as the fused kernel
+    x = s
     if info.need_top_k:
         # k-th largest value per row; rows with top-k off get -inf (keep everything).
         top = x.topk(info.max_top_k, dim=-1).values  # [bs, max_top_k], descending
@@ -162,8 +166,10 @@ def _sample_rows(logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
     if info.need_min_p:
         floor = x.max(dim=-1, keepdim=True).values + info.min_ps.log()[:, None]  # log 0 = -inf
         x = x.masked_fill(x < floor, _NEG_INF)
-    token_ids = torch.arange(x.shape[1], dtype=torch.int32, device=x.device)
-    return gumbel_noise(info.noise_keys, token_ids).add_(x).argmax(dim=-1)  # [bs]
+    filtered = (info.top_ks < info.vocab_size) | (info.top_ps < 1.0) | (info.min_ps > 0.0)  # [bs]
+    alive = (s > _NEG_INF).any(dim=-1, keepdim=True)  # [bs, 1]: rows a grammar left a token
+    return chain_draw(s.masked_fill(~alive, 0.0), (x > _NEG_INF) | ~alive, info.noise_keys,
+                      filtered & ~info.is_greedy)
 
 
 def _top_p_threshold(x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:

@@ -44,7 +44,7 @@ def assert_same(got, ref):
 MIXED = dict(temps=[0, 0, 1.0, 0.7, 1.0, 1.3, 0.5, 1.0], top_ks=[-1, 4, -1, 5, -1, 20, 3, 2],
              top_ps=[1, 1, 1, 1, 0.8, 0.9, 1, 0.5], min_ps=[0, 0, 0, 0, 0, 0.05, 0.1, 0],
              masked=[1, 0, 1, 0, 1, 1, 0, 1])
-# filters that reject the first Gumbel winner often: the threshold search and the redraw run
+# filters that reject the first draw often: the redraws and the threshold search run
 HARSH = dict(temps=[2.0, 3.0, 1.5, 2.0, 4.0, 1.0, 2.5, 3.0], top_ks=[1, 2, 0, 3, 7, 0, 40, 5],
              top_ps=[1, 1, 0.05, 0.2, 0.3, 1, 0.1, 0.6], min_ps=[0, 0, 0, 0, 0, 0.6, 0.2, 0.5],
              masked=[1, 1, 0, 1, 0, 1, 1, 0])
@@ -62,6 +62,23 @@ def test_triton_matches_reference_on_mixed_batch(seed, vocab):
 def test_triton_threshold_search_and_redraw_match_reference(seed):
     batch = random_batch(8, 700, 10 + seed, **HARSH, scale=1.0)
     assert_same(masked_sample(**batch, use_triton=True), reference(batch))
+
+
+# rows that reach the rare branches: rejection rounds running out (then a draw on K itself),
+# tests that cannot decide (top-p over top-k's set: the exact threshold search), min-p redraws
+RARE = {"rounds run out": dict(temps=[5.0] * 8, top_ks=[1, 2, 1, 3, 1, 2, 1, 1], top_ps=[1] * 8, min_ps=[0] * 8),
+        "search": dict(temps=[2.0] * 8, top_ks=[50, 30, 80, 20, 60, 40, 10, 100],
+                       top_ps=[0.5, 0.6, 0.4, 0.7, 0.3, 0.5, 0.8, 0.2], min_ps=[0] * 8),
+        "min-p": dict(temps=[3.0] * 8, top_ks=[0] * 8, top_ps=[1] * 8,
+                      min_ps=[0.5, 0.9, 0.3, 0.7, 0.95, 0.6, 0.8, 0.99])}
+
+
+@needs_interpreter
+@pytest.mark.parametrize("case", sorted(RARE))
+def test_triton_rare_branches_match_reference(case):
+    for seed in range(2):
+        batch = random_batch(8, 3000, seed, masked=[1, 0] * 4, **RARE[case])
+        assert_same(masked_sample(**batch, use_triton=True), reference(batch))
 
 
 @needs_interpreter

@@ -13,7 +13,7 @@ import torch
 from sgl_lang.runtime import sampler as sampler_module
 from sgl_lang.runtime.penalties import apply_penalties, count_tokens
 from sgl_lang.runtime.sampler import (SamplingBatchInfo, _mix32, apply_token_bitmask,
-                                      gumbel_noise, mix32_ref, sample, top_logprobs)
+                                      mix32_ref, sample, top_logprobs, uniform_noise)
 from sgl_lang.runtime.sampling_params import SamplingParams as SP
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -77,15 +77,19 @@ def test_mix32_is_exact_uint32_arithmetic():
     assert got == [mix32_ref(v & 0xFFFFFFFF) for v in x.tolist()]
 
 
-def test_gumbel_noise_is_a_function_of_key_and_token_only():
-    keys = torch.randint(-2 ** 31, 2 ** 31 - 1, (4, 2), dtype=torch.int32)
-    ids = torch.arange(300, dtype=torch.int32)
-    full = gumbel_noise(keys, ids)
-    assert torch.equal(gumbel_noise(keys[2:3], ids[100:200]), full[2:3, 100:200])
-    assert torch.isfinite(full).all()
-    # Standard Gumbel: mean = Euler-Mascheroni constant, variance = pi^2 / 6.
-    big = gumbel_noise(keys, torch.arange(50000, dtype=torch.int32))
-    assert abs(big.mean().item() - 0.5772) < 0.01 and abs(big.var().item() - 1.6449) < 0.03
+def test_uniforms_are_a_function_of_key_and_round_only():
+    keys = torch.randint(-2 ** 31, 2 ** 31 - 1, (20000, 2), dtype=torch.int32)
+    u = uniform_noise(keys, 0)
+    assert torch.equal(uniform_noise(keys[5:9], 0), u[5:9])
+    assert not torch.equal(uniform_noise(keys, 1), u)  # each round draws afresh
+    assert bool(((u > 0) & (u < 1)).all())
+    # uniform on (0, 1): mean 1/2, variance 1/12; rounds 0 and 1 uncorrelated
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.003
+    assert abs(torch.corrcoef(torch.stack([u, uniform_noise(keys, 1)]))[0, 1].item()) < 0.03
+    # the formula, on one row, in Python integers
+    k0, k1 = (v & 0xFFFFFFFF for v in keys[0].tolist())
+    h = mix32_ref(mix32_ref((3 + k0) & 0xFFFFFFFF) ^ k1)
+    assert uniform_noise(keys[:1], 3).item() == ((h >> 9) + 0.5) / 2 ** 23  # exact in float32
 
 
 @pytest.mark.parametrize("vocab,words", [(100, 4), (96, 3), (33, 2)])
