@@ -107,9 +107,8 @@ def sweep(bw: float) -> None:
                                generator=g) for _ in range(n_rot)]
         keys = torch.randint(-2**31, 2**31 - 1, (bs, 2), dtype=torch.int32, device="cuda", generator=g)
         floor_us = (bs * vocab * 4 + bs * words * 4) / bw * 1e6
-        for block, rpb, warps in ((1024, 2, 4), (1024, 4, 4), (2048, 1, 4), (2048, 2, 4), (1024, 2, 8),
-                                  (2048, 2, 8)):
-            ms.LAUNCH.update(block=block, rpb=rpb, num_warps=warps)
+        for tile, warps in ((1024, 4), (2048, 4), (4096, 4), (2048, 8), (4096, 8), (8192, 8)):
+            ms.LAUNCH.update(tile=tile, split_tile=tile, num_warps=warps)
             cells = []
             for mode in ("greedy", "temperature", "top-p 0.9", "top-k 50"):
                 t, k, p, mp = MODES[mode]
@@ -123,12 +122,12 @@ def sweep(bw: float) -> None:
                                             may_filter=k > 0 or p < 1)
                 us = graph_us(fused)
                 cells.append(f"{us:.1f} ({us / floor_us:.2f}x)")
-            rows.append([bs, block, rpb, warps] + cells)
+            rows.append([bs, tile, warps] + cells)
             print(rows[-1], flush=True)
         del logits, masks
     ms.LAUNCH.clear()
     ms.LAUNCH.update(saved)
-    print(table(["bs", "block", "rpb", "warps", "greedy", "temperature", "top-p 0.9", "top-k 50"], rows))
+    print(table(["bs", "tile", "warps", "greedy", "temperature", "top-p 0.9", "top-k 50"], rows))
 
 
 def main() -> None:

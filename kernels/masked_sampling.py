@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .bitmask import unpack_bitmask
-from .sampling_chain import chain_draw
+from .sampling_chain import LANES, chain_draw
 
 try:
     import triton
@@ -45,8 +45,9 @@ except ImportError:  # older Triton: every call goes through the JIT launcher
 _NEG_INF = float("-inf")
 MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
-# launch shape: lanes per block, blocks per record (sampling_records.py), warps per program
-LAUNCH = {"block": 1024, "rpb": 2, "num_warps": 8}
+# launch shape: tokens per tile (sampling_records.py) for whole rows and for split rows, warps
+# per program (the best of bench_sampling_kernel --sweep on an H200)
+LAUNCH = {"tile": 2048, "split_tile": 1024, "num_warps": 4}
 
 
 class SampledTokens(NamedTuple):
@@ -212,25 +213,25 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     elif splits & (splits - 1) or splits < 1 or (splits > 1 and bs * splits > ws.num_sms):
         raise ValueError(f"splits: expected a power of two with bs * splits <= {ws.num_sms}, "
                          f"got {splits}")
-    block, rpb = LAUNCH["block"], LAUNCH["rpb"]
-    rec_len = block * rpb  # tokens per record
-    chunk = -(-(-(-vocab // splits)) // rec_len) * rec_len  # ceil(V / splits) rounded up to records
-    rmax = triton.next_power_of_2(-(-vocab // rec_len))
+    lanes = LANES // splits  # per program
+    kr = max(1, LAUNCH["tile" if splits == 1 else "split_tile"] // lanes)  # grid rows per tile
+    kmax = triton.next_power_of_2(-(-vocab // LANES))  # grid rows of a lane
+    chunk = -(-(-(-vocab // splits)) // 1024) * 1024  # the threshold search's part of a row
     tokens = torch.empty(bs, dtype=torch.int64, device=device)
     logprobs = torch.empty(bs, dtype=torch.float32, device=device)
-    records = torch.empty(bs * 7 * rmax, dtype=torch.float32, device=device)  # sampling_records.py
+    records = torch.empty(bs * 7 * LANES, dtype=torch.float32, device=device)  # sampling_records.py
     has_bitmask = bitmask is not None
     stride_m = bitmask.stride(0) if has_bitmask else 0
     args = (logits, logits.stride(0), bitmask if has_bitmask else logits, stride_m,
             has_mask if has_mask is not None else logits,
             is_greedy if is_greedy is not None else logits, temperature, top_k, top_p, min_p,
             noise_keys, tokens, logprobs, ws.partials, ws.sync, records, vocab, chunk, dead_token,
-            has_bitmask, has_mask is not None, is_greedy is not None, splits, block, rpb, rmax, 128,
+            has_bitmask, has_mask is not None, is_greedy is not None, splits, kr, kmax, 128,
             NUM_PIVOTS, may_filter)
     # what Triton specialises this kernel on (pointer dtypes and the alignment of the two
     # streamed tensors; the other pointers are read one scalar at a time)
     key = (device, may_filter, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,
-           is_greedy is not None, splits, block, rpb, rmax, LAUNCH["num_warps"], logits.data_ptr() % 16,
+           is_greedy is not None, splits, kr, kmax, LAUNCH["num_warps"], logits.data_ptr() % 16,
            bitmask.data_ptr() % 16 if has_bitmask else 0,
            tuple((n % 16, n == 1) for n in (logits.stride(0), stride_m, vocab)))
     _launch(key, (bs, splits), args, num_warps=LAUNCH["num_warps"])

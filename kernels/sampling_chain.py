@@ -8,13 +8,15 @@ threshold):
 
     S_0 = allowed tokens
     for n in 0 .. MAX_ROUNDS - 1:
-        c_n = inverse_cdf(p on S_n, u_n)          first j (vocabulary order) whose cumulative
-                                                  mass exceeds u_n * mass(S_n)
+        c_n = inverse_cdf(p on S_n, u_n)          first j in lane order whose cumulative mass
+                                                  exceeds u_n * mass(S_n)
         if c_n in K: return c_n
         S_{n+1} = {j : s_j > s[c_n]}              (K is an upper set and c_n is not in it)
     return inverse_cdf(p on K, u_MAX_ROUNDS)
 
-u_n = sampling_noise.uniform_noise(key, n). Every branch returns an exact draw from p on K
+u_n = sampling_noise.uniform_noise(key, n). Lane order sorts token j by (j % LANES, j // LANES):
+the kernel keeps one running mass per lane (LANES lanes stride through the row), picks the lane
+from those masses and then the token by re-reading that lane's V / LANES tokens. Every branch returns an exact draw from p on K
 (rejection from a superset of K), and an unfiltered row (K = S_0) returns c_0: one pass over
 the row in the kernel. A filtered row usually stops at c_0 or c_1, so the kernel needs no sort
 and rarely the exact thresholds.
@@ -26,18 +28,32 @@ import torch
 from .sampling_noise import uniform_noise
 
 MAX_ROUNDS = 4
+LANES = 1024
+
+
+def _lane_order(t: torch.Tensor) -> torch.Tensor:
+    """[bs, V] -> [bs, LANES * ceil(V / LANES)] in lane order, zero-padded."""
+    bs, vocab = t.shape
+    rows = -(-vocab // LANES)
+    if rows == 1:  # one token per lane: lane order is vocabulary order
+        return t
+    padded = torch.nn.functional.pad(t, (0, rows * LANES - vocab))
+    return padded.view(bs, rows, LANES).transpose(1, 2).reshape(bs, rows * LANES)
 
 
 def inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """[bs] first index whose inclusive cumulative weight exceeds u * total (weights [bs, V]
-    float64 >= 0, each row with a positive weight; u [bs] in (0, 1)); clamped to the last
-    positive weight against rounding."""
-    cum = weights.cumsum(dim=1)  # [bs, V]
+    """[bs] token whose inclusive cumulative weight, in lane order, first exceeds u * total
+    (weights [bs, V] float64 >= 0, each row with a positive weight; u [bs] in (0, 1)); clamped
+    to the last positive weight against rounding."""
+    rows = -(-weights.shape[1] // LANES)
+    weights = _lane_order(weights)  # [bs, LANES * rows]
+    cum = weights.cumsum(dim=1)
     target = u.to(cum.dtype)[:, None] * cum[:, -1:]  # [bs, 1]
     idx = (cum <= target).sum(dim=1)  # [bs]
     positions = torch.arange(weights.shape[1], device=weights.device)
     last = torch.where(weights > 0, positions, -1).max(dim=1).values  # [bs]
-    return torch.minimum(idx, last)
+    i = torch.minimum(idx, last)  # position in lane order: lane i // rows, row i % rows
+    return (i % rows) * LANES + i // rows
 
 
 def chain_draw(s: torch.Tensor, kept: torch.Tensor, noise_keys: torch.Tensor,

@@ -26,13 +26,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .sampling_chain import MAX_ROUNDS
+from .sampling_chain import LANES, MAX_ROUNDS
 from .sampling_noise import uniform_tl
-from .sampling_records import _draw, _load_records, _support_pass
+from .sampling_records import _draw, _load_records, _support_pass, _tile
 from .sampling_row import _apply_mask, _column, _exchange, _int_column, _load_raw, _ordered_key, _publish
 from .sampling_search import _thresholds
 
 _ROUNDS = tl.constexpr(MAX_ROUNDS)
+_LANES = tl.constexpr(LANES)
 
 
 @triton.jit(do_not_specialize=["dead_token"])
@@ -41,10 +42,10 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                          part_ptr, sync_ptr, rec_ptr, V, chunk, dead_token,
                          HAS_BITMASK: tl.constexpr, HAS_ROW_FLAGS: tl.constexpr,
                          HAS_GREEDY_FLAGS: tl.constexpr, SPLITS: tl.constexpr,
-                         BLOCK: tl.constexpr, RPB: tl.constexpr, RMAX: tl.constexpr,
-                         SEARCH_BLOCK: tl.constexpr, NP: tl.constexpr, FILTERS: tl.constexpr):
+                         KR: tl.constexpr, KMAX: tl.constexpr, SEARCH_BLOCK: tl.constexpr, NP: tl.constexpr, FILTERS: tl.constexpr):
     NF: tl.constexpr = 2 * NP
-    REC: tl.constexpr = BLOCK * RPB
+    L: tl.constexpr = _LANES
+    LW: tl.constexpr = L // SPLITS  # lanes per program
     NEG = float("-inf")
     BIG = 2147483647
     NO_KEY = tl.full((), -2147483648, tl.int64)  # a key bound that keeps everything
@@ -53,10 +54,10 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     split = tl.program_id(1)
     logits_ptr += row.to(tl.int64) * stride_l
     mask_ptr += row.to(tl.int64) * stride_m
-    rec = rec_ptr + row.to(tl.int64) * (7 * RMAX)
-    lo = split * chunk
+    rec = rec_ptr + row.to(tl.int64) * (7 * L)
+    q0 = split * LW  # this program's first lane
+    lo = split * chunk  # its part of the row for the threshold search
     hi = tl.minimum(lo + chunk, V)
-    nr = tl.cdiv(V, REC)
     row_masked = 1
     if HAS_ROW_FLAGS:
         row_masked = tl.load(has_mask_ptr + row).to(tl.int32)
@@ -76,26 +77,22 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
         top_k_on = top_k_on & (V < 0)
         top_p_on = top_p_on & (V < 0)
 
-    # pass 1: per record, lanes keep max / first argmax / normaliser of x (one exp per token:
-    # the smaller of (old max, x) is scaled against the larger) and, for sampling rows, the
-    # normaliser of s; the record's results go to the workspace and into the program's totals
-    mx = tl.full((), NEG, tl.float32)
-    zx = tl.zeros((), tl.float32)
-    ax = tl.full((), BIG, tl.int32)
-    ar = tl.arange(0, BLOCK)
-    lm = tl.full((BLOCK,), NEG, tl.float32)
-    lz = tl.zeros((BLOCK,), tl.float32)
-    lzs = tl.zeros((BLOCK,), tl.float32)
-    li = tl.full((BLOCK,), -1, tl.int32)
-    # the loads of the next two blocks are in flight while a block computes (a software
+    # pass 1: per tile position, max / first argmax / normaliser of x (one exp per token: the
+    # smaller of (old max, x) is scaled against the larger) and, for sampling rows, of s;
+    # reduced to lane records (the workspace) and the program's totals at the end
+    lm = tl.full((KR, LW), NEG, tl.float32)
+    lz = tl.zeros((KR, LW), tl.float32)
+    lzs = tl.zeros((KR, LW), tl.float32)
+    li = tl.full((KR, LW), -1, tl.int32)
+    # the loads of the next two tiles are in flight while a tile computes (a software
     # pipeline: the loaded values are carried unused until their turn)
-    x1, w1 = _load_raw(logits_ptr, mask_ptr, row_masked, lo + ar, hi, HAS_BITMASK)
-    x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, lo + BLOCK + ar, hi, HAS_BITMASK)
-    for start in range(lo, hi, BLOCK):
-        offs = start + ar
+    x1, w1 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(0, q0, L, KR, LW), V, HAS_BITMASK)
+    x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(KR, q0, L, KR, LW), V, HAS_BITMASK)
+    for k0 in range(0, tl.cdiv(V, L), KR):
+        offs = _tile(k0, q0, L, KR, LW)
         x = _apply_mask(x1, w1, offs)
         x1, w1 = x2, w2
-        x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, offs + 2 * BLOCK, hi, HAS_BITMASK)
+        x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, offs + 2 * KR * L, V, HAS_BITMASK)
         top = tl.maximum(lm, x)
         d = tl.minimum(lm, x) - top  # <= 0 (NaN when both are -inf: masked below)
         up = x > lm
@@ -106,23 +103,18 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
             lzs = tl.where(up, lzs * es + 1.0, lzs + es)
         li = tl.where(up, offs, li)
         lm = top
-        if ((start // BLOCK) % RPB == RPB - 1) | (start + BLOCK >= hi):  # a record ends
-            m_r = tl.max(lm, axis=0)
-            ref = tl.where(m_r == NEG, 0.0, m_r)
-            z_r = tl.sum(lz * tl.exp(lm - ref), axis=0)
-            a_r = tl.min(tl.where(lm == m_r, li, BIG), axis=0)
-            if is_sampled:
-                tl.store(rec + start // REC, m_r * inv_t)
-                tl.store(rec + RMAX + start // REC, tl.sum(lzs * tl.exp((lm - ref) * inv_t), axis=0))
-            new = tl.maximum(mx, m_r)
-            nref = tl.where(new == NEG, 0.0, new)
-            zx = zx * tl.exp(mx - nref) + z_r * tl.exp(m_r - nref)
-            ax = tl.where(m_r > mx, a_r, ax)
-            mx = new
-            lm = tl.full((BLOCK,), NEG, tl.float32)
-            lz = tl.zeros((BLOCK,), tl.float32)
-            lzs = tl.zeros((BLOCK,), tl.float32)
-            li = tl.full((BLOCK,), -1, tl.int32)
+    lane_m = tl.max(lm, axis=0)  # [LW] per lane: max, first argmax, normalisers of x and s
+    lane_ref = tl.where(lane_m == NEG, 0.0, lane_m)
+    lane_z = tl.sum(lz * tl.exp(lm - lane_ref[None, :]), axis=0)
+    lane_a = tl.min(tl.where(lm == lane_m[None, :], li, BIG), axis=0)
+    if is_sampled:
+        lanes = q0 + tl.arange(0, LW)
+        tl.store(rec + lanes, lane_m * inv_t)
+        tl.store(rec + L + lanes, tl.sum(lzs * tl.exp((lm - lane_ref[None, :]) * inv_t), axis=0))
+    mx = tl.max(lane_m, axis=0)
+    ref = tl.where(mx == NEG, 0.0, mx)
+    zx = tl.sum(lane_z * tl.exp(lane_m - ref), axis=0)
+    ax = tl.min(tl.where(lane_m == mx, lane_a, BIG), axis=0)
     nb = tl.zeros((), tl.int32) + 1  # barriers passed
     if SPLITS > 1:
         f = tl.arange(0, NF)
@@ -139,10 +131,10 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     token = ax
     if is_sampled & (mx > NEG):
         m = mx * inv_t  # max of s (multiplying by inv_t > 0 is monotone)
-        w, bm, z, cnt, eq = _load_records(rec, 0, nr, m, True, RMAX)
+        w, bm, z, cnt, eq = _load_records(rec, 0, m, True, L)
         zs = tl.sum(w, axis=0)  # mass of every allowed token, exp(s - m)
         c = _draw(w, bm, z, uniform_tl(key0, key1, tl.full((), 0, tl.uint32)), logits_ptr, mask_ptr, row_masked, V, inv_t,
-                  NEG, NO_KEY32, NEG, HAS_BITMASK, BLOCK, RPB, RMAX)
+                  NEG, NO_KEY32, NEG, HAS_BITMASK, L, KMAX)
         floor = tl.where(min_p > 0, m + tl.log(tl.maximum(min_p, 1e-38)), NEG)  # min-p bound on s
         known = tl.where(top_k_on | top_p_on, 0, 1)  # are K's thresholds known? (min-p's is)
         thr = NO_KEY  # K = {ordered key of s >= thr, s >= floor}
@@ -156,11 +148,11 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
             fresh = tl.zeros((), tl.int32)  # do the records describe {s > v}?
             if known == 0:  # test c: count and mass above it, and the records of {s > v}
                 q = 1 - q
-                _support_pass(logits_ptr, mask_ptr, row_masked, lo, hi, inv_t, m, v, NO_KEY32,
-                              NEG, rec, q, HAS_BITMASK, BLOCK, RPB, RMAX)
+                _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
+                              NEG, rec, q, HAS_BITMASK, L, KR, LW)
                 nb += 1
                 _publish(sync_ptr, row, nb, SPLITS)
-                w, bm, z, cnt, eq = _load_records(rec, q, nr, m, False, RMAX)
+                w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
                 fresh = fresh + 1
                 if FILTERS:
                     mass_gt = tl.sum(w, axis=0)
@@ -183,14 +175,14 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
             elif n + 1 < _ROUNDS:  # redraw on {s > v}: K is an upper set without c
                 if fresh == 0:
                     q = 1 - q
-                    _support_pass(logits_ptr, mask_ptr, row_masked, lo, hi, inv_t, m, v, NO_KEY32,
-                                  NEG, rec, q, HAS_BITMASK, BLOCK, RPB, RMAX)
+                    _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
+                                  NEG, rec, q, HAS_BITMASK, L, KR, LW)
                     nb += 1
                     _publish(sync_ptr, row, nb, SPLITS)
-                    w, bm, z, cnt, eq = _load_records(rec, q, nr, m, False, RMAX)
+                    w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
                 n += 1
                 c = _draw(w, bm, z, uniform_tl(key0, key1, n.to(tl.uint32)), logits_ptr, mask_ptr, row_masked, V,
-                          inv_t, v, NO_KEY32, NEG, HAS_BITMASK, BLOCK, RPB, RMAX)
+                          inv_t, v, NO_KEY32, NEG, HAS_BITMASK, L, KMAX)
             else:  # the rounds ran out: draw on K itself
                 if FILTERS:
                     if known == 0:
@@ -199,14 +191,13 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                                               top_p_on, part_ptr, sync_ptr, row, split, nb,
                                               HAS_BITMASK, SPLITS, NP, SEARCH_BLOCK)
                 q = 1 - q
-                _support_pass(logits_ptr, mask_ptr, row_masked, lo, hi, inv_t, m, NEG,
-                              thr.to(tl.int32), floor, rec, q, HAS_BITMASK, BLOCK, RPB, RMAX)
+                _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, NEG,
+                              thr.to(tl.int32), floor, rec, q, HAS_BITMASK, L, KR, LW)
                 nb += 1
                 _publish(sync_ptr, row, nb, SPLITS)
-                w, bm, z, cnt, eq = _load_records(rec, q, nr, m, False, RMAX)
+                w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
                 c = _draw(w, bm, z, uniform_tl(key0, key1, tl.full((), _ROUNDS, tl.uint32)), logits_ptr, mask_ptr,
-                          row_masked, V, inv_t, NEG, thr.to(tl.int32), floor, HAS_BITMASK, BLOCK,
-                          RPB, RMAX)
+                          row_masked, V, inv_t, NEG, thr.to(tl.int32), floor, HAS_BITMASK, L, KMAX)
                 state = 1
         token = c
 
