@@ -7,7 +7,8 @@ host-built indices travel in ONE copy from pinned memory.
 """
 from __future__ import annotations
 
-from typing import Optional
+from array import array
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -18,24 +19,31 @@ from .scheduler import ScheduledBatch
 from .step_output import StepHandle
 
 
+class PreparedBatch(NamedTuple):
+    fb: ForwardBatch
+    sample_rows: list[int]  # per req: the logits row it samples from, -1 when it does not sample
+    input_rows: list[list[int]]  # per req: the logits rows of its input logprobs
+    sample_idx: torch.Tensor  # [num_sampling] int64 on the device: the sampling rows, in req order
+    is_every_row_sampled: bool  # sample_idx is arange(num_logits): the logits need no gather
+
+
 def wants_sample(req: Req) -> bool:
     """Whether this step samples a token for req (it has budget left and has not finished)."""
     return req.num_output_tokens < req.params.max_new_tokens and not req.is_finished
 
 
 def build_forward_batch(batch: ScheduledBatch, prev: Optional[StepHandle], table: ReqToTokenTable,
-                    device: torch.device) -> tuple[ForwardBatch, list[int], list[list[int]], torch.Tensor]:
-    """ForwardBatch plus, per req, the logits row used for sampling (-1: none) and the
-    rows used for input logprobs. A req whose last token is still in flight (overlap) gets it
-    from prev.next_tokens on the device."""
+                        device: torch.device) -> PreparedBatch:
+    """The ForwardBatch of one step plus which logits rows each req samples from or reads input
+    logprobs from. A req whose last token is still in flight (overlap) gets it from
+    prev.next_tokens on the device."""
     ids, pos, seq_lens = [], [], []
     sample_rows, input_rows = [], []
     logits_idx: list[int] = []
     patch_at, patch_from = [], []  # flat token index <- row of prev.next_tokens
     offset = 0
     table_rows = []
-    for req, prefix_len in zip(batch.reqs, batch.prefix_lens):
-        n = req.extend_len
+    for req, prefix_len, n in zip(batch.reqs, batch.prefix_lens, batch.extend_lens):
         if req.table_row < 0:
             req.table_row, req.table_len = table.alloc_row(), 0
         if req.table_len < prefix_len:  # first step after a prefix match or cache hand-over
@@ -83,21 +91,30 @@ def build_forward_batch(batch: ScheduledBatch, prev: Optional[StepHandle], table
             sample_rows.append(-1)
         offset += n
     bs, num_tokens = len(batch.reqs), len(pos)
-    ext = [r.extend_len for r in batch.reqs]
-    is_decode = all(n == 1 for n in ext)
+    ext = batch.extend_lens
+    is_decode = num_tokens == bs
     sample_idx = [r for r in sample_rows if r >= 0]
     # Every host-built index goes to the device in ONE copy from pinned memory: a copy from
     # pageable memory may wait for the device to finish the step still running (overlap).
-    parts = [table_rows, pos, ids, logits_idx, ext, seq_lens, sample_idx, patch_from, patch_at]
-    host = torch.cat([torch.tensor(sum(parts, []), dtype=torch.int64), *batch.out_slots])
+    parts = [table_rows, pos, ids, logits_idx, ext, seq_lens, batch.prefix_lens, sample_idx,
+             patch_from, patch_at]
+    ints = array("q")
+    for part in parts:
+        ints.extend(part)
+    host = torch.cat([torch.frombuffer(ints, dtype=torch.int64), batch.out_cache_loc])
     if device.type == "cuda":
         host = host.pin_memory()
     flat = host.to(device, non_blocking=True)
-    (rows_dev, positions, input_ids, logits_indices, ext_dev, seq_lens_dev, sample_idx_dev,
+    (rows_dev, positions, input_ids, logits_indices, ext_dev, seq_lens_dev, _, sample_idx_dev,
      src, dst, out_cache_loc) = flat.split([len(x) for x in parts] + [num_tokens])
+    lengths_at = bs + 2 * num_tokens + len(logits_idx)  # where ext, seq_lens, prefix_lens start
+    ext_cpu, seq_lens_cpu, prefix_lens_cpu = host[lengths_at:lengths_at + 3 * bs].view(3, bs)  # [bs] each
     token_rows = rows_dev if is_decode else torch.repeat_interleave(rows_dev, ext_dev, output_size=num_tokens)
     table.write_tokens(token_rows, positions, out_cache_loc)  # [T] each
-    if patch_at:
+    if len(patch_at) == num_tokens and patch_from == list(range(num_tokens)):
+        # (overlap, steady decode) every token is the previous step's, row for row
+        input_ids = prev.next_tokens[:num_tokens]
+    elif patch_at:
         input_ids = input_ids.clone()
         input_ids.index_copy_(0, dst, prev.next_tokens.index_select(0, src))
     fb = ForwardBatch(
@@ -105,12 +122,13 @@ def build_forward_batch(batch: ScheduledBatch, prev: Optional[StepHandle], table
         positions=positions,  # [T]
         out_cache_loc=out_cache_loc,  # [T]
         req_to_token=table.gather(rows_dev, max(seq_lens)),  # [bs, max seq_len]
-        seq_lens=torch.tensor(seq_lens, dtype=torch.int64),
-        prefix_lens=torch.tensor(batch.prefix_lens, dtype=torch.int64),
-        extend_lens=torch.tensor(ext, dtype=torch.int64),
+        seq_lens=seq_lens_cpu,
+        prefix_lens=prefix_lens_cpu,
+        extend_lens=ext_cpu,
         is_decode=is_decode,
         logits_indices=logits_indices,  # [num_logits]
         seq_lens_device=seq_lens_dev,  # [bs]
     )
     assert bs == fb.batch_size
-    return fb, sample_rows, input_rows, sample_idx_dev
+    return PreparedBatch(fb, sample_rows, input_rows, sample_idx_dev,
+                         is_every_row_sampled=len(sample_idx) == len(logits_idx))

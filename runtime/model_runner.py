@@ -100,10 +100,10 @@ class ModelRunner:
         this step's forward is queued and before sampling when a request's grammar mask or
         penalties need its token still in flight; a request that step ended, or whose grammar
         then forced more text (jump-forward), does not sample here."""
-        fb, sample_rows, input_rows, rows = self._prepare(batch, prev)
+        fb, sample_rows, input_rows, rows, is_every_row_sampled = self._prepare(batch, prev)
         if self.batch_sender is not None:
             self.batch_sender.send(fb)  # the other ranks run the same forward
-        sampling = [i for i in range(len(batch.reqs)) if sample_rows[i] >= 0]
+        sampling = [i for i, row in enumerate(sample_rows) if row >= 0]
         reqs = [batch.reqs[i] for i in sampling]
         needs_prev = complete_prev is not None and any(
             r.num_pending and (r.grammar is not None or r.params.has_penalties) for r in reqs)
@@ -119,13 +119,20 @@ class ModelRunner:
             return handle
         # everything built from host data is queued before the forward, so no copy waits for it
         info = self._sampling_info(reqs) if reqs else None
+        # logits rows are distinct token rows in increasing order, so as many rows as tokens means
+        # every row, in order (a decode step where every request samples): no gather needed
+        every_token = fb.logits_indices.numel() == fb.num_tokens
         if self.graph_runner is not None and self.graph_runner.can_run(fb):
             # decode: token i is req i, so the graph's logits rows are indexed like hidden rows
-            logits = self.graph_runner.replay(fb)[fb.logits_indices]  # [num_logits, vocab] f32
+            logits = self.graph_runner.replay(fb)  # [num_tokens, vocab] f32
+            if not every_token:
+                logits = logits[fb.logits_indices]  # [num_logits, vocab]
             self.num_graph_steps += 1
         else:
             hidden = self.model(fb, self.pool, self.attn)  # [num_tokens, hidden]
-            logits = self.model.compute_logits(hidden[fb.logits_indices])  # [num_logits, vocab] f32
+            if not every_token:
+                hidden = hidden[fb.logits_indices]  # [num_logits, hidden]
+            logits = self.model.compute_logits(hidden)  # [num_logits, vocab] f32
 
         bitmask = None
         if needs_prev:
@@ -137,6 +144,7 @@ class ModelRunner:
                 sampling = handle.sampling = [sampling[j] for j in keep]
                 reqs = [reqs[j] for j in keep]
                 rows = rows.index_select(0, torch.tensor(keep, dtype=torch.int64).to(self.device))
+                is_every_row_sampled = False
                 info = self._sampling_info(reqs) if reqs else None
             bitmask = self._fill_grammar_bitmask(reqs) if reqs else None
         elif mask_future is not None:
@@ -144,7 +152,7 @@ class ModelRunner:
         k = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0)
         read_now = k > 0 or any(input_rows)
         if reqs:
-            out = self._sample(logits[rows], reqs, info, bitmask, k)
+            out = self._sample(logits if is_every_row_sampled else logits[rows], reqs, info, bitmask, k)
             handle.next_tokens = out.next_token_ids
         if read_now:
             handle.output = self._read_back(handle, out if reqs else None, reqs, k, logits, input_rows)
@@ -173,7 +181,7 @@ class ModelRunner:
         for j, (tok, lp) in enumerate(zip(handle.host_tokens.tolist(), handle.host_logprobs.tolist())):
             i = handle.sampling[j]
             next_ids[i], next_lp[i] = tok, lp
-        return RunnerOutput(next_ids, next_lp, [None] * n, [[] for _ in range(n)], [[] for _ in range(n)])
+        return RunnerOutput(next_ids, next_lp, [None] * n)  # (no input logprobs)
 
     def _read_back(self, handle: StepHandle, out, reqs: list[Req], k: int, logits: torch.Tensor,
                    input_rows: list[list[int]]) -> RunnerOutput:
@@ -200,8 +208,7 @@ class ModelRunner:
         """Built on the host and copied without blocking (a blocking copy would wait for the
         step still running on the device). All-greedy batches reuse one info per batch size."""
         params = [r.params for r in reqs]
-        plain_greedy = all(p.is_greedy and p.seed is None and p.min_new_tokens == 0 for p in params) \
-            and not any(p.has_penalties for p in params)
+        plain_greedy = all(p.is_plain_greedy for p in params)
         if plain_greedy and len(reqs) in self._greedy_infos:
             return self._greedy_infos[len(reqs)]
         info = SamplingBatchInfo.build(params, vocab_size=self.vocab_size, device="cpu",
@@ -219,7 +226,7 @@ class ModelRunner:
         """logits: [bs, vocab] f32 rows of the sampling requests; bitmask: [bs, W] int32 or None."""
         # min_new_tokens: EOS and stop ids are banned until enough tokens were produced
         for j, req in enumerate(reqs):
-            if req.num_output_tokens < req.params.min_new_tokens:
+            if req.params.min_new_tokens and req.num_output_tokens < req.params.min_new_tokens:
                 banned = list(req.params.stop_token_ids) + ([] if req.params.ignore_eos else list(self.eos_token_ids))
                 if banned:
                     logits[j, banned] = float("-inf")

@@ -46,7 +46,7 @@ class OutputProcessor:
             if token is None:
                 # prefill-only request (max_new_tokens == 0) whose last chunk was this step (judged
                 # on the step itself: with overlap the next step may already be committed)
-                reached_end = batch.prefix_lens[i] + len(batch.out_slots[i]) >= req.seq_len
+                reached_end = batch.prefix_lens[i] + batch.extend_lens[i] >= req.seq_len
                 if reached_end and req.num_output_tokens >= req.params.max_new_tokens:
                     req.finish({"type": "length", "length": 0})
                     self.emit(req)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import enum
 import time
+from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -42,8 +43,9 @@ class Req:
     status: ReqStatus = ReqStatus.WAITING
     output_ids: list[int] = field(default_factory=list)
     # KV: slots of fill_ids[:kv_len]; the first `locked_len` of them belong to the radix cache
-    # (locked through `last_node`), the rest are owned by this request.
-    kv_chunks: list = field(default_factory=list)  # [n] int64 CPU tensors; see kv_indices
+    # (locked through `last_node`), the rest are owned by this request. A compact int64 array:
+    # a decode step appends one Python int, not a one-element tensor.
+    kv_slots: array = field(default_factory=lambda: array("q"))
     kv_len: int = 0
     cached_len: int = 0  # prompt tokens served from the radix cache at (first) admission
     locked_len: int = 0
@@ -76,18 +78,21 @@ class Req:
 
     @property
     def kv_indices(self) -> torch.Tensor:
-        """[kv_len] int64 KV slots of fill_ids[:kv_len] (chunks appended per step, joined on read)."""
-        if len(self.kv_chunks) != 1:
-            self.kv_chunks = [torch.cat(self.kv_chunks) if self.kv_chunks else torch.empty(0, dtype=torch.int64)]
-        return self.kv_chunks[0]
+        """[kv_len] int64 CPU tensor: the KV slots of fill_ids[:kv_len] (a copy of kv_slots)."""
+        if not self.kv_slots:
+            return torch.empty(0, dtype=torch.int64)
+        return torch.frombuffer(self.kv_slots, dtype=torch.int64).clone()
 
     @kv_indices.setter
     def kv_indices(self, value: torch.Tensor) -> None:
-        self.kv_chunks = [value]
+        self.kv_slots = array("q", bytes(8 * value.numel()))
+        if value.numel():
+            torch.frombuffer(self.kv_slots, dtype=torch.int64).copy_(value)
         self.table_len = 0  # the device table row no longer matches
 
-    def append_kv(self, slots: torch.Tensor) -> None:
-        self.kv_chunks.append(slots)
+    def append_kv(self, slots: Sequence[int]) -> None:
+        """Record the KV slots of the tokens computed after fill_ids[:kv_len]."""
+        self.kv_slots.extend(slots)
 
     @property
     def fill_ids(self) -> list[int]:

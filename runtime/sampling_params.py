@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Optional
 
 
@@ -86,13 +87,20 @@ class SamplingParams:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             bad("seed", f"expected an integer, got {self.seed!r}")
 
-    @property
+    # (cached: the engine asks these of every request at every step)
+    @cached_property
     def is_greedy(self) -> bool:
         return self.temperature < 1e-6 or self.top_k == 1
 
-    @property
+    @cached_property
     def has_penalties(self) -> bool:
         return bool(self.frequency_penalty or self.presence_penalty or self.repetition_penalty != 1.0)
+
+    @cached_property
+    def is_plain_greedy(self) -> bool:
+        """Greedy with nothing that makes its sampling tensors depend on the request or the step
+        (seed, min_new_tokens, penalties)."""
+        return self.is_greedy and self.seed is None and self.min_new_tokens == 0 and not self.has_penalties
 
     @property
     def grammar_spec(self) -> Optional[tuple[str, str]]:

@@ -25,13 +25,14 @@ _LPM_MAX_QUEUE = 128  # beyond this many waiting requests, prefix matching for o
 
 @dataclass
 class ScheduledBatch:
-    reqs: list[Req]  # in batch order; req.extend_len says how many tokens each one adds
-    out_slots: list[torch.Tensor]  # per req: KV slots of its new tokens, [extend_len] int64
+    reqs: list[Req]  # in batch order
     prefix_lens: list[int]  # per req: kv_len before this step
+    extend_lens: list[int]  # per req: tokens it adds this step
+    out_cache_loc: torch.Tensor  # [sum(extend_lens)] int64 CPU: KV slots of the new tokens, req after req
 
     @property
     def num_tokens(self) -> int:
-        return sum(r.extend_len for r in self.reqs)
+        return len(self.out_cache_loc)
 
 
 class Scheduler:
@@ -74,37 +75,38 @@ class Scheduler:
 
     # ---- the step -----------------------------------------------------------------------
     def schedule(self) -> Optional[ScheduledBatch]:
-        reqs, slots, prefix_lens = [], [], []
+        reqs, prefix_lens, extend_lens = [], [], []
+        chunks: list[torch.Tensor] = []  # KV slots of the new tokens, in batch order
         budget = self.config.chunk_size
 
-        decodes = [r for r in self.running if r.num_uncomputed == 1 and not self._ends_when_read(r)]
-        # one allocation for all decodes when they fit (the common case), sliced per request
-        block = self.pool.alloc(len(decodes)) if 0 < len(decodes) <= self.pool.num_free else None
-        cursor = [0]
-
         def take(req: Req, n: int) -> bool:
-            if block is not None and n == 1 and cursor[0] < len(block):
-                got = block[cursor[0]:cursor[0] + 1]
-                cursor[0] += 1
-            else:
-                got = self._alloc(n)
+            got = self._alloc(n)
             if got is None:
                 return False
             req.extend_len = n
-            prefix_lens.append(req.kv_len)
             reqs.append(req)
-            slots.append(got)
+            prefix_lens.append(req.kv_len)
+            extend_lens.append(n)
+            chunks.append(got)
             return True
 
         # 1. running requests: decodes first (1 token each), then unfinished prefill chunks
-        prefills = [r for r in self.running if r.num_uncomputed > 1]
-        if block is not None:  # every decode has its slot: no retraction can be needed
+        decodes, prefills = [], []
+        for req in self.running:
+            n = req.num_uncomputed
+            if n > 1:
+                prefills.append(req)
+            elif n == 1 and not self._ends_when_read(req):
+                decodes.append(req)
+        # one allocation for all decodes when they fit (the common case): no retraction is needed
+        block = self.pool.alloc(len(decodes)) if decodes else None
+        if block is not None:
             for req in decodes:
                 req.extend_len = 1
+                prefix_lens.append(req.kv_len)
             reqs.extend(decodes)
-            prefix_lens.extend(r.kv_len for r in decodes)
-            slots.extend(block.split(1))
-            cursor[0] = len(block)
+            extend_lens.extend([1] * len(decodes))
+            chunks.append(block)
             decodes = []
         for req in decodes:
             if req.status is not ReqStatus.RUNNING:
@@ -149,18 +151,20 @@ class Scheduler:
                 self.num_prompt_tokens += len(req.prompt_ids)
                 self.num_cached_prompt_tokens += req.cached_len
 
-        if block is not None and cursor[0] < len(block):
-            self.pool.free(block[cursor[0]:])  # never handed out
         if not reqs:
             return None
-        return ScheduledBatch(reqs, slots, prefix_lens)
+        out_cache_loc = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        return ScheduledBatch(reqs, prefix_lens, extend_lens, out_cache_loc)
 
     def commit(self, batch: ScheduledBatch) -> None:
         """After the forward: the new tokens now have KV in their slots."""
-        for req, got in zip(batch.reqs, batch.out_slots):
-            req.append_kv(got)
-            req.kv_len += req.extend_len
+        slots = batch.out_cache_loc.tolist()
+        start = 0
+        for req, n in zip(batch.reqs, batch.extend_lens):
+            req.append_kv(slots[start:start + n])
+            req.kv_len += n
             req.extend_len = 0
+            start += n
 
     def finish_step(self, batch: ScheduledBatch) -> list[Req]:
         """Release finished requests, share finished prefill chunks; returns the finished ones."""
@@ -219,9 +223,10 @@ class Scheduler:
         if self.cache.disable:
             return
         ids = req.fill_ids[:req.kv_len]
-        num_dup = self.cache.insert(ids, req.kv_indices[:req.kv_len])
+        kv_indices = req.kv_indices[:req.kv_len]
+        num_dup = self.cache.insert(ids, kv_indices)
         if num_dup > req.locked_len:
-            self.pool.free(req.kv_indices[req.locked_len:num_dup])
+            self.pool.free(kv_indices[req.locked_len:num_dup])
         m = self.cache.match_prefix(ids)
         assert len(m.indices) == req.kv_len, "radix cache lost tokens just inserted"
         self.cache.inc_lock(m.last_node)
@@ -234,13 +239,13 @@ class Scheduler:
         """Give req's slots back: computed KV goes to the tree (or the pool), the lock is dropped."""
         if req.last_node is None:
             return
-        owned = req.kv_indices[req.locked_len:req.kv_len]
+        kv_indices = req.kv_indices[:req.kv_len]
         if cache and not self.cache.disable and req.kv_len > 0:
-            num_dup = self.cache.insert(req.fill_ids[:req.kv_len], req.kv_indices[:req.kv_len])
+            num_dup = self.cache.insert(req.fill_ids[:req.kv_len], kv_indices)
             if num_dup > req.locked_len:
-                self.pool.free(req.kv_indices[req.locked_len:num_dup])
+                self.pool.free(kv_indices[req.locked_len:num_dup])
         else:
-            self.pool.free(owned)
+            self.pool.free(kv_indices[req.locked_len:])  # the slots req owns
         self.cache.dec_lock(req.last_node)
         req.last_node = None
         req.kv_indices = torch.empty(0, dtype=torch.int64)

@@ -16,7 +16,7 @@ class RunnerOutput:
     next_token_ids: list[Optional[int]]
     next_token_logprobs: list[Optional[float]]
     next_top_logprobs: list[Optional[list]]  # [(logprob, token_id), ...] per sampling req
-    # per req: input logprobs computed this step, [(logprob, token_id)], and top-k lists
+    # per req: input logprobs computed this step, [(logprob, token_id)], and top-k lists (empty: none)
     input_logprobs: list[list] = field(default_factory=list)
     input_top_logprobs: list[list] = field(default_factory=list)
 

@@ -18,6 +18,12 @@ def _req(rid: str, prompt: list[int], max_new_tokens: int = 8) -> Req:
     return Req(rid=rid, prompt_ids=prompt, params=SamplingParams(max_new_tokens=max_new_tokens))
 
 
+def _batch(reqs: list[Req], slots: list[list[int]], prefix_lens: list[int]) -> ScheduledBatch:
+    """What Scheduler.schedule builds: per req its new tokens' KV slots, back to back."""
+    return ScheduledBatch(reqs, prefix_lens, [len(s) for s in slots],
+                          torch.tensor([x for s in slots for x in s], dtype=torch.int64))
+
+
 def test_rows_are_handed_out_and_back_and_exhaustion_is_a_named_error():
     table = ReqToTokenTable(2, 16, torch.device("cpu"))
     a, b = table.alloc_row(), table.alloc_row()
@@ -33,9 +39,9 @@ def test_prefill_then_decode_rows_hold_every_slot():
     r1, r2 = _req("a", [5, 6, 7]), _req("b", [9, 10])
     for r in (r1, r2):
         r.extend_len = len(r.prompt_ids)
-    slots1, slots2 = torch.tensor([11, 12, 13]), torch.tensor([21, 22])
-    fb, sample_rows, _, sample_idx = build_forward_batch(
-        ScheduledBatch([r1, r2], [slots1, slots2], [0, 0]), None, table, torch.device("cpu"))
+    slots1, slots2 = [11, 12, 13], [21, 22]
+    fb, sample_rows, _, sample_idx, _ = build_forward_batch(
+        _batch([r1, r2], [slots1, slots2], [0, 0]), None, table, torch.device("cpu"))
     assert fb.input_ids.tolist() == [5, 6, 7, 9, 10]
     assert fb.positions.tolist() == [0, 1, 2, 0, 1]
     assert fb.req_to_token[0, :3].tolist() == [11, 12, 13] and fb.req_to_token[1, :2].tolist() == [21, 22]
@@ -49,8 +55,7 @@ def test_prefill_then_decode_rows_hold_every_slot():
     r2.num_pending, r2.pending_row = 1, 1
     prev = StepHandle(batch=None, sampling=[0, 1], next_tokens=torch.tensor([3, 44]))
     r1.extend_len = r2.extend_len = 1
-    fb, _, _, _ = build_forward_batch(ScheduledBatch([r1, r2], [torch.tensor([14]), torch.tensor([23])], [3, 2]),
-                                      prev, table, torch.device("cpu"))
+    fb = build_forward_batch(_batch([r1, r2], [[14], [23]], [3, 2]), prev, table, torch.device("cpu")).fb
     assert fb.is_decode and fb.input_ids.tolist() == [3, 44]
     assert fb.req_to_token[0].tolist() == [11, 12, 13, 14]  # width = longest sequence
     assert fb.req_to_token[1, :3].tolist() == [21, 22, 23]
@@ -61,15 +66,14 @@ def test_a_replaced_prefix_is_rewritten_before_the_next_step():
     table = ReqToTokenTable(2, 16, torch.device("cpu"))
     r = _req("a", [1, 2, 3, 4])
     r.extend_len = 4
-    build_forward_batch(ScheduledBatch([r], [torch.tensor([5, 6, 7, 8])], [0]), None, table, torch.device("cpu"))
+    build_forward_batch(_batch([r], [[5, 6, 7, 8]], [0]), None, table, torch.device("cpu"))
     # the scheduler hands the computed prefix to the radix cache, which answers with its own slots
     r.kv_indices = torch.tensor([50, 60, 70, 80])
     r.kv_len = 4
     assert r.table_len == 0  # the setter marks the row stale
     r.output_ids.append(9)
     r.extend_len = 1
-    fb, _, _, _ = build_forward_batch(ScheduledBatch([r], [torch.tensor([90])], [4]), None, table,
-                                      torch.device("cpu"))
+    fb = build_forward_batch(_batch([r], [[90]], [4]), None, table, torch.device("cpu")).fb
     assert fb.req_to_token[0].tolist() == [50, 60, 70, 80, 90]
 
 
@@ -79,5 +83,4 @@ def test_unknown_tokens_without_a_previous_step_are_refused():
     r.num_pending, r.pending_row = 1, 0  # claims a token in flight, but no step is given
     r.extend_len = 4
     with pytest.raises(RuntimeError, match="not known"):
-        build_forward_batch(ScheduledBatch([r], [torch.tensor([5, 6, 7, 8])], [0]), None, table,
-                            torch.device("cpu"))
+        build_forward_batch(_batch([r], [[5, 6, 7, 8]], [0]), None, table, torch.device("cpu"))
