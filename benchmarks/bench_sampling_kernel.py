@@ -172,7 +172,8 @@ def main() -> None:
 
                 def fused():
                     lg, bm = nxt()
-                    return masked_sample(lg, bm, t_, k_, p_, mp_, keys, may_filter=filters)
+                    return masked_sample(lg, bm, t_, k_, p_, mp_, keys, may_filter=filters,
+                                         may_sample=mode != "greedy")
 
                 gpu = triton.testing.do_bench(fused) * 1e3
                 graph = graph_us(fused)
@@ -191,8 +192,8 @@ def main() -> None:
             f"kernel's device time with no launch gaps; `fused do_bench`: median of "
             f"triton.testing.do_bench (L2 flushed; includes event and launch gaps); `fused eager`: CUDA "
             f"events around 200 back-to-back eager calls (includes host-side cost when it "
-            f"dominates); the kernel runs with may_filter=False where no row has top-k / top-p, "
-            f"as the engine does; unfused torch: unpack bitmask, mask, temperature, softmax, top-k / "
+            f"dominates); the kernel runs with may_filter=False where no row has top-k / top-p "
+            f"and may_sample=False where every row is greedy, as the engine does; unfused torch: unpack bitmask, mask, temperature, softmax, top-k / "
             f"sort + top-p / min-p, multinomial (greedy: unpack, mask, argmax), do_bench; "
             f"speed-up = unfused / max(fused graph, fused eager). Repeat calls skip Triton's JIT "
             f"dispatch: {_can_launch_directly()}.\n\n" + table(headers, rows))

@@ -180,7 +180,7 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
                   top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
                   noise_keys: torch.Tensor, has_mask: Optional[torch.Tensor] = None,
                   is_greedy: Optional[torch.Tensor] = None, dead_token: int = -1,
-                  may_filter: bool = True, use_triton: Optional[bool] = None,
+                  may_filter: bool = True, may_sample: bool = True, use_triton: Optional[bool] = None,
                   splits: Optional[int] = None) -> SampledTokens:
     """Draw one token per row; see the module docstring for the exact semantics.
 
@@ -193,6 +193,8 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     may_filter=False promises that no row has top-k or top-p on (the caller knows it on the
     host, e.g. SamplingBatchInfo.need_top_k / need_top_p): a leaner kernel, one pass per row;
     rows that break the promise are sampled without their top-k / top-p filters.
+    may_sample=False promises that every row is greedy (SamplingBatchInfo.is_all_greedy): no
+    sampling code is compiled in; rows that break the promise get their argmax.
     Returns SampledTokens(token_ids [bs] int64, logprobs [bs] float32).
     use_triton: None = Triton on CUDA, the reference elsewhere; True forces Triton (on CPU under
     TRITON_INTERPRET=1). splits: programs per row (None: num_splits; > 1 needs a real GPU).
@@ -227,10 +229,10 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
             is_greedy if is_greedy is not None else logits, temperature, top_k, top_p, min_p,
             noise_keys, tokens, logprobs, ws.partials, ws.sync, records, vocab, chunk, dead_token,
             has_bitmask, has_mask is not None, is_greedy is not None, splits, kr, kmax, 128,
-            NUM_PIVOTS, may_filter)
+            NUM_PIVOTS, may_filter, may_sample)
     # what Triton specialises this kernel on (pointer dtypes and the alignment of the two
     # streamed tensors; the other pointers are read one scalar at a time)
-    key = (device, may_filter, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,
+    key = (device, may_filter, may_sample, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,
            is_greedy is not None, splits, kr, kmax, LAUNCH["num_warps"], logits.data_ptr() % 16,
            bitmask.data_ptr() % 16 if has_bitmask else 0,
            tuple((n % 16, n == 1) for n in (logits.stride(0), stride_m, vocab)))

@@ -42,7 +42,8 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                          part_ptr, sync_ptr, rec_ptr, V, chunk, dead_token,
                          HAS_BITMASK: tl.constexpr, HAS_ROW_FLAGS: tl.constexpr,
                          HAS_GREEDY_FLAGS: tl.constexpr, SPLITS: tl.constexpr,
-                         KR: tl.constexpr, KMAX: tl.constexpr, SEARCH_BLOCK: tl.constexpr, NP: tl.constexpr, FILTERS: tl.constexpr):
+                         KR: tl.constexpr, KMAX: tl.constexpr, SEARCH_BLOCK: tl.constexpr, NP: tl.constexpr, FILTERS: tl.constexpr,
+                         SAMPLE: tl.constexpr):
     NF: tl.constexpr = 2 * NP
     L: tl.constexpr = _LANES
     LW: tl.constexpr = L // SPLITS  # lanes per program
@@ -98,19 +99,21 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
         up = x > lm
         e = tl.where(top == NEG, 0.0, tl.exp(d))
         lz = tl.where(up, lz * e + 1.0, lz + e)
-        if is_sampled:
-            es = tl.where(top == NEG, 0.0, tl.exp(d * inv_t))
-            lzs = tl.where(up, lzs * es + 1.0, lzs + es)
+        if SAMPLE:  # (not compiled when the caller promises greedy rows only)
+            if is_sampled:
+                es = tl.where(top == NEG, 0.0, tl.exp(d * inv_t))
+                lzs = tl.where(up, lzs * es + 1.0, lzs + es)
         li = tl.where(up, offs, li)
         lm = top
     lane_m = tl.max(lm, axis=0)  # [LW] per lane: max, first argmax, normalisers of x and s
     lane_ref = tl.where(lane_m == NEG, 0.0, lane_m)
     lane_z = tl.sum(lz * tl.exp(lm - lane_ref[None, :]), axis=0)
     lane_a = tl.min(tl.where(lm == lane_m[None, :], li, BIG), axis=0)
-    if is_sampled:
-        lanes = q0 + tl.arange(0, LW)
-        tl.store(rec + lanes, lane_m * inv_t)
-        tl.store(rec + L + lanes, tl.sum(lzs * tl.exp((lm - lane_ref[None, :]) * inv_t), axis=0))
+    if SAMPLE:
+        if is_sampled:
+            lanes = q0 + tl.arange(0, LW)
+            tl.store(rec + lanes, lane_m * inv_t)
+            tl.store(rec + L + lanes, tl.sum(lzs * tl.exp((lm - lane_ref[None, :]) * inv_t), axis=0))
     mx = tl.max(lane_m, axis=0)
     ref = tl.where(mx == NEG, 0.0, mx)
     zx = tl.sum(lane_z * tl.exp(lane_m - ref), axis=0)
@@ -129,77 +132,78 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
         tl.debug_barrier()
 
     token = ax
-    if is_sampled & (mx > NEG):
-        m = mx * inv_t  # max of s (multiplying by inv_t > 0 is monotone)
-        w, bm, z, cnt, eq = _load_records(rec, 0, m, True, L)
-        zs = tl.sum(w, axis=0)  # mass of every allowed token, exp(s - m)
-        c = _draw(w, bm, z, uniform_tl(key0, key1, tl.full((), 0, tl.uint32)), logits_ptr, mask_ptr, row_masked, V, inv_t,
-                  NEG, NO_KEY32, NEG, HAS_BITMASK, L, KMAX)
-        floor = tl.where(min_p > 0, m + tl.log(tl.maximum(min_p, 1e-38)), NEG)  # min-p bound on s
-        known = tl.where(top_k_on | top_p_on, 0, 1)  # are K's thresholds known? (min-p's is)
-        thr = NO_KEY  # K = {ordered key of s >= thr, s >= floor}
-        n = tl.zeros((), tl.int32)  # the round of candidate c
-        q = tl.zeros((), tl.int32)  # parity of the newest records
-        state = tl.where(top_k_on | top_p_on | (floor > NEG), 0, 1)  # 1: c is the token
-        while state == 0:
-            v = tl.load(logits_ptr + c).to(tl.float32) * inv_t
-            in_k = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
-            accepted = (known != 0) & in_k
-            fresh = tl.zeros((), tl.int32)  # do the records describe {s > v}?
-            if known == 0:  # test c: count and mass above it, and the records of {s > v}
-                q = 1 - q
-                _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
-                              NEG, rec, q, HAS_BITMASK, L, KR, LW)
-                nb += 1
-                _publish(sync_ptr, row, nb, SPLITS)
-                w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
-                fresh = fresh + 1
-                if FILTERS:
-                    mass_gt = tl.sum(w, axis=0)
-                    mass_ge = mass_gt + eq * tl.exp(v - m)
-                    kept_k = (top_k_on == 0) | (cnt < top_k)
-                    # top-p's normaliser is top-k's kept mass z_k; with c inside top-k,
-                    # mass_ge <= z_k <= zs, so some cases need z_k itself (the search)
-                    sure_p = (top_p_on == 0) | (cnt == 0) | (mass_gt < top_p * tl.where(top_k_on, mass_ge, zs))
-                    dropped = (kept_k == 0) | (top_p_on & (cnt > 0) & (mass_gt >= top_p * zs)) | (v < floor)
-                    accepted = kept_k & sure_p & (v >= floor)
-                    if (accepted | dropped) == 0:
-                        thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo, hi, v,
-                                              cnt, mass_gt, zs, top_k, top_p, top_k_on, top_p_on,
-                                              part_ptr, sync_ptr, row, split, nb, HAS_BITMASK, SPLITS,
-                                              NP, SEARCH_BLOCK)
-                        known = known * 0 + 1
-                        accepted = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
-            if accepted:
-                state = 1
-            elif n + 1 < _ROUNDS:  # redraw on {s > v}: K is an upper set without c
-                if fresh == 0:
+    if SAMPLE:  # (not compiled when the caller promises greedy rows only)
+        if is_sampled & (mx > NEG):
+            m = mx * inv_t  # max of s (multiplying by inv_t > 0 is monotone)
+            w, bm, z, cnt, eq = _load_records(rec, 0, m, True, L)
+            zs = tl.sum(w, axis=0)  # mass of every allowed token, exp(s - m)
+            c = _draw(w, bm, z, uniform_tl(key0, key1, tl.full((), 0, tl.uint32)), logits_ptr, mask_ptr, row_masked, V, inv_t,
+                      NEG, NO_KEY32, NEG, HAS_BITMASK, L, KMAX)
+            floor = tl.where(min_p > 0, m + tl.log(tl.maximum(min_p, 1e-38)), NEG)  # min-p bound on s
+            known = tl.where(top_k_on | top_p_on, 0, 1)  # are K's thresholds known? (min-p's is)
+            thr = NO_KEY  # K = {ordered key of s >= thr, s >= floor}
+            n = tl.zeros((), tl.int32)  # the round of candidate c
+            q = tl.zeros((), tl.int32)  # parity of the newest records
+            state = tl.where(top_k_on | top_p_on | (floor > NEG), 0, 1)  # 1: c is the token
+            while state == 0:
+                v = tl.load(logits_ptr + c).to(tl.float32) * inv_t
+                in_k = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
+                accepted = (known != 0) & in_k
+                fresh = tl.zeros((), tl.int32)  # do the records describe {s > v}?
+                if known == 0:  # test c: count and mass above it, and the records of {s > v}
                     q = 1 - q
                     _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
                                   NEG, rec, q, HAS_BITMASK, L, KR, LW)
                     nb += 1
                     _publish(sync_ptr, row, nb, SPLITS)
                     w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
-                n += 1
-                c = _draw(w, bm, z, uniform_tl(key0, key1, n.to(tl.uint32)), logits_ptr, mask_ptr, row_masked, V,
-                          inv_t, v, NO_KEY32, NEG, HAS_BITMASK, L, KMAX)
-            else:  # the rounds ran out: draw on K itself
-                if FILTERS:
-                    if known == 0:
-                        thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo, hi, v,
-                                              cnt, tl.sum(w, axis=0), zs, top_k, top_p, top_k_on,
-                                              top_p_on, part_ptr, sync_ptr, row, split, nb,
-                                              HAS_BITMASK, SPLITS, NP, SEARCH_BLOCK)
-                q = 1 - q
-                _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, NEG,
-                              thr.to(tl.int32), floor, rec, q, HAS_BITMASK, L, KR, LW)
-                nb += 1
-                _publish(sync_ptr, row, nb, SPLITS)
-                w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
-                c = _draw(w, bm, z, uniform_tl(key0, key1, tl.full((), _ROUNDS, tl.uint32)), logits_ptr, mask_ptr,
-                          row_masked, V, inv_t, NEG, thr.to(tl.int32), floor, HAS_BITMASK, L, KMAX)
-                state = 1
-        token = c
+                    fresh = fresh + 1
+                    if FILTERS:
+                        mass_gt = tl.sum(w, axis=0)
+                        mass_ge = mass_gt + eq * tl.exp(v - m)
+                        kept_k = (top_k_on == 0) | (cnt < top_k)
+                        # top-p's normaliser is top-k's kept mass z_k; with c inside top-k,
+                        # mass_ge <= z_k <= zs, so some cases need z_k itself (the search)
+                        sure_p = (top_p_on == 0) | (cnt == 0) | (mass_gt < top_p * tl.where(top_k_on, mass_ge, zs))
+                        dropped = (kept_k == 0) | (top_p_on & (cnt > 0) & (mass_gt >= top_p * zs)) | (v < floor)
+                        accepted = kept_k & sure_p & (v >= floor)
+                        if (accepted | dropped) == 0:
+                            thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo, hi, v,
+                                                  cnt, mass_gt, zs, top_k, top_p, top_k_on, top_p_on,
+                                                  part_ptr, sync_ptr, row, split, nb, HAS_BITMASK, SPLITS,
+                                                  NP, SEARCH_BLOCK)
+                            known = known * 0 + 1
+                            accepted = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
+                if accepted:
+                    state = 1
+                elif n + 1 < _ROUNDS:  # redraw on {s > v}: K is an upper set without c
+                    if fresh == 0:
+                        q = 1 - q
+                        _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
+                                      NEG, rec, q, HAS_BITMASK, L, KR, LW)
+                        nb += 1
+                        _publish(sync_ptr, row, nb, SPLITS)
+                        w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
+                    n += 1
+                    c = _draw(w, bm, z, uniform_tl(key0, key1, n.to(tl.uint32)), logits_ptr, mask_ptr, row_masked, V,
+                              inv_t, v, NO_KEY32, NEG, HAS_BITMASK, L, KMAX)
+                else:  # the rounds ran out: draw on K itself
+                    if FILTERS:
+                        if known == 0:
+                            thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo, hi, v,
+                                                  cnt, tl.sum(w, axis=0), zs, top_k, top_p, top_k_on,
+                                                  top_p_on, part_ptr, sync_ptr, row, split, nb,
+                                                  HAS_BITMASK, SPLITS, NP, SEARCH_BLOCK)
+                    q = 1 - q
+                    _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, NEG,
+                                  thr.to(tl.int32), floor, rec, q, HAS_BITMASK, L, KR, LW)
+                    nb += 1
+                    _publish(sync_ptr, row, nb, SPLITS)
+                    w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
+                    c = _draw(w, bm, z, uniform_tl(key0, key1, tl.full((), _ROUNDS, tl.uint32)), logits_ptr, mask_ptr,
+                              row_masked, V, inv_t, NEG, thr.to(tl.int32), floor, HAS_BITMASK, L, KMAX)
+                    state = 1
+            token = c
 
     if SPLITS > 1:
         # every program has passed its last barrier once it counts itself done; the last one
