@@ -4,7 +4,8 @@
 
 Byte floor per call = fp32 logits + packed bitmask read once, at the copy bandwidth measured in
 the same run (read+write copy of a 1 GiB buffer: bytes moved / time). Three timings of the fused
-call: `graph` is 20 calls captured in one CUDA graph (device time, no launch gaps); `do_bench` the median of triton.testing.do_bench (L2 flushed before each call, device time
+call: `graph` is 20 calls captured in one CUDA graph (device time, no launch gaps); `do_bench`
+the median of triton.testing.do_bench (L2 flushed before each call, device time
 only); `eager` is CUDA events around 200 back-to-back eager calls on rotating inputs, divided by
 200: it includes the host side (argument checks, allocation, launch) whenever that is slower
 than the kernel, which is what the engine pays (it calls the sampler eagerly, no CUDA graph).
@@ -107,7 +108,7 @@ def sweep(bw: float) -> None:
                                generator=g) for _ in range(n_rot)]
         keys = torch.randint(-2**31, 2**31 - 1, (bs, 2), dtype=torch.int32, device="cuda", generator=g)
         floor_us = (bs * vocab * 4 + bs * words * 4) / bw * 1e6
-        for tile, warps in ((1024, 4), (2048, 4), (4096, 4), (2048, 8), (4096, 8), (8192, 8)):
+        for tile, warps in ((1024, 4), (2048, 4), (1024, 8), (2048, 8)):
             ms.LAUNCH.update(tile=tile, split_tile=tile, num_warps=warps)
             cells = []
             for mode in ("greedy", "temperature", "top-p 0.9", "top-k 50"):
@@ -119,7 +120,8 @@ def sweep(bw: float) -> None:
                 def fused():
                     i[0] = (i[0] + 1) % n_rot
                     return ms.masked_sample(logits[i[0]], masks[i[0]], *params, keys,
-                                            may_filter=k > 0 or p < 1)
+                                            may_filter=k > 0 or p < 1 or mp > 0,
+                                            may_sample=mode != "greedy")
                 us = graph_us(fused)
                 cells.append(f"{us:.1f} ({us / floor_us:.2f}x)")
             rows.append([bs, tile, warps] + cells)
@@ -168,7 +170,7 @@ def main() -> None:
                                    ((t, torch.float32), (k, torch.int32), (p, torch.float32),
                                     (mp, torch.float32)))
 
-                filters = k > 0 or p < 1  # what the engine knows on the host (need_top_k/p)
+                filters = k > 0 or p < 1 or mp > 0  # what the engine knows (need_top_k/p, need_min_p)
 
                 def fused():
                     lg, bm = nxt()
@@ -192,8 +194,9 @@ def main() -> None:
             f"kernel's device time with no launch gaps; `fused do_bench`: median of "
             f"triton.testing.do_bench (L2 flushed; includes event and launch gaps); `fused eager`: CUDA "
             f"events around 200 back-to-back eager calls (includes host-side cost when it "
-            f"dominates); the kernel runs with may_filter=False where no row has top-k / top-p "
-            f"and may_sample=False where every row is greedy, as the engine does; unfused torch: unpack bitmask, mask, temperature, softmax, top-k / "
+            f"dominates); the kernel runs with may_filter=False where no row has top-k / top-p / min-p "
+            f"and may_sample=False where every row is greedy, as the engine does; unfused torch: "
+            f"unpack bitmask, mask, temperature, softmax, top-k / "
             f"sort + top-p / min-p, multinomial (greedy: unpack, mask, argmax), do_bench; "
             f"speed-up = unfused / max(fused graph, fused eager). Repeat calls skip Triton's JIT "
             f"dispatch: {_can_launch_directly()}.\n\n" + table(headers, rows))

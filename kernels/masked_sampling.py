@@ -46,7 +46,9 @@ _NEG_INF = float("-inf")
 MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
 # launch shape: tokens per tile (sampling_records.py) for whole rows and for split rows, warps
-# per program (the best of bench_sampling_kernel --sweep on an H200)
+# per program (the best of bench_sampling_kernel --sweep on an H200 for the full kernel; the lean
+# specialisations use far fewer registers at tile 1024 x 8 warps (benchmarks/kernel_registers.py),
+# not yet timed)
 LAUNCH = {"tile": 2048, "split_tile": 1024, "num_warps": 4}
 
 
@@ -190,9 +192,9 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     or int64 (<= 0 or >= V: off); top_p, min_p [bs] float32 (1 and 0: off); noise_keys [bs, 2]
     int32 (sampling_noise.key_words of the request's seed and step). Parameter tensors are used
     as they are: no copies, no host syncs; a call is one kernel launch.
-    may_filter=False promises that no row has top-k or top-p on (the caller knows it on the
-    host, e.g. SamplingBatchInfo.need_top_k / need_top_p): a leaner kernel, one pass per row;
-    rows that break the promise are sampled without their top-k / top-p filters.
+    may_filter=False promises that no row has top-k, top-p or min-p on (the caller knows it on
+    the host, e.g. SamplingBatchInfo.need_top_k / need_top_p / need_min_p): a leaner kernel, one
+    pass per row; rows that break the promise are sampled without their filters.
     may_sample=False promises that every row is greedy (SamplingBatchInfo.is_all_greedy): no
     sampling code is compiled in; rows that break the promise get their argmax.
     Returns SampledTokens(token_ids [bs] int64, logprobs [bs] float32).

@@ -16,8 +16,8 @@ threshold):
 
 u_n = sampling_noise.uniform_noise(key, n). Lane order sorts token j by (j % LANES, j // LANES):
 the kernel keeps one running mass per lane (LANES lanes stride through the row), picks the lane
-from those masses and then the token by re-reading that lane's V / LANES tokens. Every branch returns an exact draw from p on K
-(rejection from a superset of K), and an unfiltered row (K = S_0) returns c_0: one pass over
+from those masses and then the token by re-reading that lane's V / LANES tokens. Every branch
+returns an exact draw from p on K (rejection from a superset of K), and an unfiltered row (K = S_0) returns c_0: one pass over
 the row in the kernel. A filtered row usually stops at c_0 or c_1, so the kernel needs no sort
 and rarely the exact thresholds.
 """

@@ -28,7 +28,7 @@ import triton.language as tl
 
 from .sampling_chain import LANES, MAX_ROUNDS
 from .sampling_noise import uniform_tl
-from .sampling_records import _draw, _load_records, _support_pass, _tile
+from .sampling_records import _draw, _support_pass, _tile, _totals
 from .sampling_row import _apply_mask, _column, _exchange, _int_column, _load_raw, _ordered_key, _publish
 from .sampling_search import _thresholds
 
@@ -42,8 +42,8 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                          part_ptr, sync_ptr, rec_ptr, V, chunk, dead_token,
                          HAS_BITMASK: tl.constexpr, HAS_ROW_FLAGS: tl.constexpr,
                          HAS_GREEDY_FLAGS: tl.constexpr, SPLITS: tl.constexpr,
-                         KR: tl.constexpr, KMAX: tl.constexpr, SEARCH_BLOCK: tl.constexpr, NP: tl.constexpr, FILTERS: tl.constexpr,
-                         SAMPLE: tl.constexpr):
+                         KR: tl.constexpr, KMAX: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
+                         NP: tl.constexpr, FILTERS: tl.constexpr, SAMPLE: tl.constexpr):
     NF: tl.constexpr = 2 * NP
     L: tl.constexpr = _LANES
     LW: tl.constexpr = L // SPLITS  # lanes per program
@@ -74,9 +74,6 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     key1 = tl.load(keys_ptr + row * 2 + 1).to(tl.uint32, bitcast=True)
     top_k_on = is_sampled & (top_k > 0) & (top_k < V)
     top_p_on = is_sampled & (top_p < 1)
-    if not FILTERS:  # the caller promises no top-k / top-p row: their passes are not compiled
-        top_k_on = top_k_on & (V < 0)
-        top_p_on = top_p_on & (V < 0)
 
     # pass 1: per tile position, max / first argmax / normaliser of x (one exp per token: the
     # smaller of (old max, x) is scaled against the larger) and, for sampling rows, of s;
@@ -121,7 +118,8 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     nb = tl.zeros((), tl.int32) + 1  # barriers passed
     if SPLITS > 1:
         f = tl.arange(0, NF)
-        rec1 = tl.where(f == 0, mx, tl.where(f == 1, zx, tl.where(f == 2, ax.to(tl.float32, bitcast=True), 0.0)))
+        rec1 = tl.where(f == 0, mx, tl.where(f == 1, zx,
+                        tl.where(f == 2, ax.to(tl.float32, bitcast=True), 0.0)))
         base = _exchange(part_ptr, sync_ptr, row, split, nb, rec1, SPLITS, NF)  # publishes records too
         r_mx = _column(base, 0, SPLITS, NF)
         mx = tl.max(r_mx, axis=0)
@@ -135,37 +133,38 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     if SAMPLE:  # (not compiled when the caller promises greedy rows only)
         if is_sampled & (mx > NEG):
             m = mx * inv_t  # max of s (multiplying by inv_t > 0 is monotone)
-            w, bm, z, cnt, eq = _load_records(rec, 0, m, True, L)
-            zs = tl.sum(w, axis=0)  # mass of every allowed token, exp(s - m)
-            c = _draw(w, bm, z, uniform_tl(key0, key1, tl.full((), 0, tl.uint32)), logits_ptr, mask_ptr, row_masked, V, inv_t,
-                      NEG, NO_KEY32, NEG, HAS_BITMASK, L, KMAX)
-            floor = tl.where(min_p > 0, m + tl.log(tl.maximum(min_p, 1e-38)), NEG)  # min-p bound on s
-            known = tl.where(top_k_on | top_p_on, 0, 1)  # are K's thresholds known? (min-p's is)
-            thr = NO_KEY  # K = {ordered key of s >= thr, s >= floor}
-            n = tl.zeros((), tl.int32)  # the round of candidate c
-            q = tl.zeros((), tl.int32)  # parity of the newest records
-            state = tl.where(top_k_on | top_p_on | (floor > NEG), 0, 1)  # 1: c is the token
-            while state == 0:
-                v = tl.load(logits_ptr + c).to(tl.float32) * inv_t
-                in_k = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
-                accepted = (known != 0) & in_k
-                fresh = tl.zeros((), tl.int32)  # do the records describe {s > v}?
-                if known == 0:  # test c: count and mass above it, and the records of {s > v}
-                    q = 1 - q
-                    _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
-                                  NEG, rec, q, HAS_BITMASK, L, KR, LW)
-                    nb += 1
-                    _publish(sync_ptr, row, nb, SPLITS)
-                    w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
-                    fresh = fresh + 1
-                    if FILTERS:
-                        mass_gt = tl.sum(w, axis=0)
+            zs, cnt, eq = _totals(rec, 0, m, True, L)  # mass of every allowed token, exp(s - m)
+            mass_gt = zs
+            c = _draw(rec, 0, m, uniform_tl(key0, key1, tl.full((), 0, tl.uint32)), logits_ptr, mask_ptr,
+                      row_masked, V, inv_t, NEG, NO_KEY32, NEG, True, HAS_BITMASK, L, KMAX)
+            if FILTERS:  # rejection rounds (not compiled when no row has a filter)
+                floor = tl.where(min_p > 0, m + tl.log(tl.maximum(min_p, 1e-38)), NEG)  # min-p bound on s
+                known = tl.where(top_k_on | top_p_on, 0, 1)  # are K's thresholds known? (min-p's is)
+                thr = NO_KEY  # K = {ordered key of s >= thr, s >= floor}
+                n = tl.zeros((), tl.int32)  # the round of candidate c
+                q = tl.zeros((), tl.int32)  # parity of the newest records
+                state = tl.where(top_k_on | top_p_on | (floor > NEG), 0, 1)  # 1: c is the token
+                while state == 0:
+                    v = tl.load(logits_ptr + c).to(tl.float32) * inv_t
+                    in_k = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
+                    accepted = (known != 0) & in_k
+                    fresh = tl.zeros((), tl.int32)  # do the records describe {s > v}?
+                    if known == 0:  # test c: count and mass above it, and the records of {s > v}
+                        q = 1 - q
+                        _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
+                                      NEG, rec, q, HAS_BITMASK, L, KR, LW)
+                        nb += 1
+                        _publish(sync_ptr, row, nb, SPLITS)
+                        mass_gt, cnt, eq = _totals(rec, q, m, False, L)
+                        fresh = fresh + 1
                         mass_ge = mass_gt + eq * tl.exp(v - m)
                         kept_k = (top_k_on == 0) | (cnt < top_k)
                         # top-p's normaliser is top-k's kept mass z_k; with c inside top-k,
                         # mass_ge <= z_k <= zs, so some cases need z_k itself (the search)
-                        sure_p = (top_p_on == 0) | (cnt == 0) | (mass_gt < top_p * tl.where(top_k_on, mass_ge, zs))
-                        dropped = (kept_k == 0) | (top_p_on & (cnt > 0) & (mass_gt >= top_p * zs)) | (v < floor)
+                        sure_p = ((top_p_on == 0) | (cnt == 0)
+                                  | (mass_gt < top_p * tl.where(top_k_on, mass_ge, zs)))
+                        dropped = ((kept_k == 0) | (top_p_on & (cnt > 0) & (mass_gt >= top_p * zs))
+                                   | (v < floor))
                         accepted = kept_k & sure_p & (v >= floor)
                         if (accepted | dropped) == 0:
                             thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo, hi, v,
@@ -174,35 +173,33 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                                                   NP, SEARCH_BLOCK)
                             known = known * 0 + 1
                             accepted = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
-                if accepted:
-                    state = 1
-                elif n + 1 < _ROUNDS:  # redraw on {s > v}: K is an upper set without c
-                    if fresh == 0:
-                        q = 1 - q
-                        _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
-                                      NEG, rec, q, HAS_BITMASK, L, KR, LW)
-                        nb += 1
-                        _publish(sync_ptr, row, nb, SPLITS)
-                        w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
-                    n += 1
-                    c = _draw(w, bm, z, uniform_tl(key0, key1, n.to(tl.uint32)), logits_ptr, mask_ptr, row_masked, V,
-                              inv_t, v, NO_KEY32, NEG, HAS_BITMASK, L, KMAX)
-                else:  # the rounds ran out: draw on K itself
-                    if FILTERS:
+                    if accepted:
+                        state = 1
+                    elif n + 1 < _ROUNDS:  # redraw on {s > v}: K is an upper set without c
+                        if fresh == 0:
+                            q = 1 - q
+                            _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
+                                          NEG, rec, q, HAS_BITMASK, L, KR, LW)
+                            nb += 1
+                            _publish(sync_ptr, row, nb, SPLITS)
+                        n += 1
+                        c = _draw(rec, q, m, uniform_tl(key0, key1, n.to(tl.uint32)), logits_ptr, mask_ptr,
+                                  row_masked, V, inv_t, v, NO_KEY32, NEG, False, HAS_BITMASK, L, KMAX)
+                    else:  # the rounds ran out: draw on K itself
                         if known == 0:
                             thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo, hi, v,
-                                                  cnt, tl.sum(w, axis=0), zs, top_k, top_p, top_k_on,
+                                                  cnt, mass_gt, zs, top_k, top_p, top_k_on,
                                                   top_p_on, part_ptr, sync_ptr, row, split, nb,
                                                   HAS_BITMASK, SPLITS, NP, SEARCH_BLOCK)
-                    q = 1 - q
-                    _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, NEG,
-                                  thr.to(tl.int32), floor, rec, q, HAS_BITMASK, L, KR, LW)
-                    nb += 1
-                    _publish(sync_ptr, row, nb, SPLITS)
-                    w, bm, z, cnt, eq = _load_records(rec, q, m, False, L)
-                    c = _draw(w, bm, z, uniform_tl(key0, key1, tl.full((), _ROUNDS, tl.uint32)), logits_ptr, mask_ptr,
-                              row_masked, V, inv_t, NEG, thr.to(tl.int32), floor, HAS_BITMASK, L, KMAX)
-                    state = 1
+                        q = 1 - q
+                        _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, NEG,
+                                      thr.to(tl.int32), floor, rec, q, HAS_BITMASK, L, KR, LW)
+                        nb += 1
+                        _publish(sync_ptr, row, nb, SPLITS)
+                        c = _draw(rec, q, m, uniform_tl(key0, key1, tl.full((), _ROUNDS, tl.uint32)),
+                                  logits_ptr, mask_ptr, row_masked, V, inv_t, NEG, thr.to(tl.int32), floor,
+                                  False, HAS_BITMASK, L, KMAX)
+                        state = 1
             token = c
 
     if SPLITS > 1:

@@ -67,28 +67,37 @@ def _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, thr, flo
 @triton.jit
 def _load_records(rec, q, m, PASS1: tl.constexpr, L: tl.constexpr):
     """Lane records of parity q -> (w [L] lane masses exp(s - m), ref [L] the reference of
-    each z (pass 1: the lane max; later passes: m), z [L], count, ties): sum(w) is the
-    support's mass, count its size."""
+    each z (pass 1: the lane max; later passes: m), z [L])."""
     j = tl.arange(0, L)
     z = tl.load(rec + (1 + 3 * q) * L + j, volatile=True)
-    cnt = tl.sum(tl.load(rec + (2 + 3 * q) * L + j, volatile=True), axis=0)
-    eq = tl.sum(tl.load(rec + (3 + 3 * q) * L + j, volatile=True), axis=0)
     if PASS1:
         ref = tl.load(rec + j, volatile=True)
         w = tl.where(ref > float("-inf"), z * tl.exp(ref - m), 0.0)
     else:
         ref = tl.zeros((L,), tl.float32) + m
         w = z
-    return w, ref, z, cnt, eq
+    return w, ref, z
 
 
 @triton.jit
-def _draw(w, ref, z, u, logits_ptr, mask_ptr, row_masked, V, inv_t, v, thr, floor,
-          HAS_BITMASK: tl.constexpr, L: tl.constexpr, KMAX: tl.constexpr):
-    """Inverse-CDF draw with uniform u on the support the lane records (w, ref, z) describe:
-    the first token, in lane order, whose cumulative mass exceeds u * total (int32 id)."""
+def _totals(rec, q, m, PASS1: tl.constexpr, L: tl.constexpr):
+    """(mass exp(s - m), count, ties) of the support the records of parity q describe."""
+    j = tl.arange(0, L)
+    w, ref, z = _load_records(rec, q, m, PASS1, L)
+    cnt = tl.sum(tl.load(rec + (2 + 3 * q) * L + j, volatile=True), axis=0)
+    eq = tl.sum(tl.load(rec + (3 + 3 * q) * L + j, volatile=True), axis=0)
+    return tl.sum(w, axis=0), cnt, eq
+
+
+@triton.jit
+def _draw(rec, q, m, u, logits_ptr, mask_ptr, row_masked, V, inv_t, v, thr, floor,
+          PASS1: tl.constexpr, HAS_BITMASK: tl.constexpr, L: tl.constexpr, KMAX: tl.constexpr):
+    """Inverse-CDF draw with uniform u on the support the lane records of parity q describe
+    (loaded here, so no [L] vector lives across the caller's passes): the first token, in lane
+    order, whose cumulative mass exceeds u * total (int32 id)."""
     BIG = 2147483647
     j = tl.arange(0, L)
+    w, ref, z = _load_records(rec, q, m, PASS1, L)
     cum = tl.cumsum(w, axis=0)  # [L]
     target = u * tl.max(cum, axis=0)
     r = tl.sum((cum <= target).to(tl.int32), axis=0)  # the first lane whose cum exceeds it

@@ -135,7 +135,7 @@ def sample(logits: torch.Tensor, info: SamplingBatchInfo,
     if logits.is_cuda and not return_full_logprobs and logits.stride(1) == 1:
         fused = masked_sample(logits, info.vocab_mask, info.temperatures, info.top_ks, info.top_ps,
                               info.min_ps, info.noise_keys, is_greedy=info.is_greedy, dead_token=0,
-                              may_filter=info.need_top_k or info.need_top_p,
+                              may_filter=info.need_top_k or info.need_top_p or info.need_min_p,
                               may_sample=not info.is_all_greedy)
         return SampleOutput(fused.token_ids, fused.logprobs, None)
     logits = logits.float()

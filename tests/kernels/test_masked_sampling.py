@@ -83,11 +83,14 @@ def test_triton_rare_branches_match_reference(case):
 
 @needs_interpreter
 def test_triton_lean_kernel_without_filters_matches_reference():
-    """may_filter=False (no top-k / top-p row): the one-pass kernel, min-p redraw included."""
-    batch = random_batch(6, 900, 21, temps=[0, 1.0, 0.7, 2.0, 3.0, 0], top_ks=[0, -1, 900, 0, 0, 5],
-                         top_ps=[1, 1, 1, 1, 1, 0.5], min_ps=[0, 0, 0.3, 0.5, 0.9, 0],
-                         masked=[1, 0, 1, 1, 0, 1], scale=1.0)
+    """may_filter=False (no top-k / top-p / min-p row): the one-pass kernel; may_sample=False (all
+    greedy): the argmax kernel."""
+    batch = random_batch(6, 900, 21, temps=[0, 1.0, 0.7, 2.0, 3.0, 0], top_ks=[0, -1, 900, 0, 0, -1],
+                         top_ps=[1, 1, 1, 1, 1, 1], min_ps=[0] * 6, masked=[1, 0, 1, 1, 0, 1], scale=1.0)
     assert_same(masked_sample(**batch, may_filter=False, use_triton=True), reference(batch))
+    greedy = dict(batch, temperature=torch.zeros_like(batch["temperature"]))
+    assert_same(masked_sample(**greedy, may_filter=False, may_sample=False, use_triton=True),
+                reference(greedy))
 
 
 @needs_interpreter
@@ -228,7 +231,7 @@ def test_gpu_every_mode_matches_reference(mode, bs, vocab):
                          scale=2.0 if mode == "harsh" else 4.0)
     ref = reference(batch)
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
-    filters = p["top_ks"] > 0 or p["top_ps"] < 1
+    filters = p["top_ks"] > 0 or p["top_ps"] < 1 or p["min_ps"] > 0
     for splits in sorted({1, num_splits(bs, vocab, num_sms)}):  # whole rows, then split rows
         for may_filter, may_sample in sorted({(True, True), (filters, mode != "greedy")}):
             for _ in range(2):  # the first call compiles; the second launches directly
