@@ -157,6 +157,19 @@ def run_kernels() -> list[list]:
         ms = triton.testing.do_bench(lambda: decode_attention(q, kc, vc, r2t, lens, s))
         floor_us = 2 * slots * hkv * d * 2 / BANDWIDTH * 1e6
         rows.append([f"decode bs={bs} len={seq} H={hq}/{hkv} D={d}", ms * 1e3, floor_us, "KV bytes"])
+    # the SmolLM2-135M decode shape at batch 64 (9 q / 3 KV heads, D 64): the split count the
+    # engine picks (pick_num_kv_splits) against the others, since a step runs 30 of these
+    bs, seq, hq, hkv, d = 64, 768, 9, 3, 64
+    kc = torch.randn(bs * seq + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
+    vc = torch.randn_like(kc)
+    r2t = (torch.randperm(bs * seq, device="cuda") + 1).view(bs, seq)
+    q = torch.randn(bs, hq, d, device="cuda", dtype=torch.bfloat16)
+    lens = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
+    for s in (1, 2, 4, 8):
+        ms = triton.testing.do_bench(lambda: decode_attention(q, kc, vc, r2t, lens, s))
+        picked = " (picked)" if s == pick_num_kv_splits(bs, hkv) else ""
+        rows.append([f"decode bs={bs} len={seq} H={hq}/{hkv} D={d} splits={s}{picked}", ms * 1e3,
+                     2 * bs * seq * hkv * d * 2 / BANDWIDTH * 1e6, "KV bytes"])
     for bs, seq, hq, hkv, d in ((8, 1024, 32, 8, 128), (1, 4096, 32, 8, 128)):
         t = bs * seq
         kc = torch.randn(t + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
