@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_session.sh tests     # GPU-marked tests + the fused-kernel tests   (~4 min)
 #   bash benchmarks/gpu_session.sh engine    # bench_gpu: ours vs HF, offline, attention   (~3 min)
 #   bash benchmarks/gpu_session.sh sampling  # bench_sampling_kernel                       (~2 min)
+#   bash benchmarks/gpu_session.sh sweep     # the sampling kernel's launch shapes, bs 512 and 1 (~3 min)
 #   bash benchmarks/gpu_session.sh tp        # bench_tp 8B at tp 1 2 (needs 2 GPUs)        (~2 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
@@ -57,9 +58,10 @@ for arg in "$@"; do
                    tests/kernels tests/runtime/test_overlap_gpu.py tests/distributed/test_tp_gpu.py ;;
         engine) part engine ${lim:-420} python3 -m benchmarks.bench_gpu ;;
         sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
+        sweep) part sweep ${lim:-240} python3 -m benchmarks.bench_sampling_kernel --sweep --no-write --bs 1 --vocab 128256 ;;
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 2 ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, tp, tp70)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70)" ;;
     esac
 done
 ls "$OUT"
