@@ -250,3 +250,40 @@ def test_gpu_split_rows_leave_the_barrier_counters_at_zero():
     torch.cuda.synchronize()
     assert torch.equal(first.token_ids, again.token_ids)
     assert int(_workspace(torch.device("cuda", torch.cuda.current_device())).sync.abs().sum()) == 0
+
+
+def test_inverse_cdf_walks_lanes_in_order():
+    """Lane order (sampling_chain): token j sorts by (j % 1024, j // 1024), so with equal weights
+    on tokens 7, 5 and 1029 the cumulative mass meets them as 5, 1029, 7."""
+    from sgl_lang.kernels.sampling_chain import LANES, inverse_cdf
+    weights = torch.zeros(3, 2500, dtype=torch.float64)
+    weights[:, [7, 5, LANES + 5]] = 1.0
+    got = inverse_cdf(weights, torch.tensor([0.1, 0.5, 0.9]))
+    assert got.tolist() == [5, LANES + 5, 7]
+    # a row's last positive weight catches a target that rounding would put past the end
+    assert inverse_cdf(weights[:1], torch.tensor([1.0])).tolist() == [7]
+
+
+def test_filtered_draws_follow_the_filtered_softmax_over_many_lanes():
+    """The rejection rounds on a 3000-token row (three grid rows per lane): top-k 3 and top-p
+    keep their sets and the frequencies match the renormalised softmax."""
+    n, vocab = 3000, 3000
+    g = torch.Generator().manual_seed(5)
+    row = torch.randn(vocab, generator=g) * 0.5
+    row[[10, 1500, 2999, 1034]] = torch.tensor([4.0, 3.5, 3.0, 2.5])  # the head, spread over lanes
+    logits = row.repeat(n, 1)
+    keys = torch.randint(-2**31, 2**31 - 1, (n, 2), generator=g, dtype=torch.int32)
+    ones = torch.ones(n)
+    for top_k, top_p, keep in ((3, 1.0, [10, 1500, 2999]), (-1, 0.3, None)):
+        out = masked_sample(logits, None, ones, torch.full((n,), top_k, dtype=torch.int32), ones * top_p,
+                            ones * 0, keys, use_triton=False).token_ids
+        probs = torch.softmax(row, dim=0)
+        if keep is None:  # top-p: the smallest head whose mass reaches top_p
+            order = probs.argsort(descending=True)
+            head = int((probs[order].cumsum(0) - probs[order] < top_p).sum())
+            keep = order[:head].tolist()
+        expected = torch.zeros(vocab)
+        expected[keep] = probs[keep] / probs[keep].sum()
+        freq = torch.bincount(out, minlength=vocab).float() / n
+        assert set(out.unique().tolist()) <= set(keep)
+        assert (freq - expected).abs().max() < 0.035, (freq[keep], expected[keep])
