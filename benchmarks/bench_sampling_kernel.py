@@ -109,7 +109,8 @@ def sweep(bw: float) -> None:
         keys = torch.randint(-2**31, 2**31 - 1, (bs, 2), dtype=torch.int32, device="cuda", generator=g)
         floor_us = (bs * vocab * 4 + bs * words * 4) / bw * 1e6
         for tile, warps in ((1024, 4), (2048, 4), (1024, 8), (2048, 8)):
-            ms.LAUNCH.update(tile=tile, split_tile=tile, num_warps=warps)
+            for shape in ms.LAUNCH:
+                ms.LAUNCH[shape] = (tile, warps)
             cells = []
             for mode in ("greedy", "temperature", "top-p 0.9", "top-k 50"):
                 t, k, p, mp = MODES[mode]

@@ -45,11 +45,12 @@ except ImportError:  # older Triton: every call goes through the JIT launcher
 _NEG_INF = float("-inf")
 MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
-# launch shape: tokens per tile (sampling_records.py) for whole rows and for split rows, warps
-# per program (the best of bench_sampling_kernel --sweep on an H200 for the full kernel; the lean
-# specialisations use far fewer registers at tile 1024 x 8 warps (benchmarks/kernel_registers.py),
-# not yet timed)
-LAUNCH = {"tile": 2048, "split_tile": 1024, "num_warps": 4}
+# launch shape per specialisation and row split: (tokens per tile (sampling_records.py), warps
+# per program). Measured (bench_sampling_kernel --sweep, H200) for the full kernel only: tile 2048
+# x 4 warps best on whole rows, 1024 x 4 on split rows. The lean greedy / temperature kernels use
+# far fewer registers at 1024 x 8 (benchmarks/kernel_registers.py), not yet timed.
+LAUNCH = {(kind, split): ((2048, 4) if split == "whole" else (1024, 4))
+          for kind in ("greedy", "sample", "filters") for split in ("whole", "split")}
 
 
 class SampledTokens(NamedTuple):
@@ -218,7 +219,9 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
         raise ValueError(f"splits: expected a power of two with bs * splits <= {ws.num_sms}, "
                          f"got {splits}")
     lanes = LANES // splits  # per program
-    kr = max(1, LAUNCH["tile" if splits == 1 else "split_tile"] // lanes)  # grid rows per tile
+    kind = "filters" if may_filter else "sample" if may_sample else "greedy"
+    tile, num_warps = LAUNCH[(kind, "whole" if splits == 1 else "split")]
+    kr = max(1, tile // lanes)  # grid rows per tile
     kmax = triton.next_power_of_2(-(-vocab // LANES))  # grid rows of a lane
     chunk = -(-(-(-vocab // splits)) // 1024) * 1024  # the threshold search's part of a row
     tokens = torch.empty(bs, dtype=torch.int64, device=device)
@@ -235,10 +238,10 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     # what Triton specialises this kernel on (pointer dtypes and the alignment of the two
     # streamed tensors; the other pointers are read one scalar at a time)
     key = (device, may_filter, may_sample, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,
-           is_greedy is not None, splits, kr, kmax, LAUNCH["num_warps"], logits.data_ptr() % 16,
+           is_greedy is not None, splits, kr, kmax, num_warps, logits.data_ptr() % 16,
            bitmask.data_ptr() % 16 if has_bitmask else 0,
            tuple((n % 16, n == 1) for n in (logits.stride(0), stride_m, vocab)))
-    _launch(key, (bs, splits), args, num_warps=LAUNCH["num_warps"])
+    _launch(key, (bs, splits), args, num_warps=num_warps)
     return SampledTokens(tokens, logprobs)
 
 
