@@ -43,9 +43,23 @@ def run_case(eng, cfg: dict, device: str, bs: int, in_len: int, out_len: int) ->
     eng.flush_cache()  # no prefix reuse between cases
     prompts = _prompts(bs, in_len, cfg["vocab_size"], seed=bs)
     _sync(device)
+    trace = []  # (start, end) of each engine step that ran a batch: where the first token goes
+    step = eng.step
+
+    def traced_step():
+        start, n = time.perf_counter(), eng.num_steps
+        done = step()
+        if eng.num_steps > n:
+            trace.append((start, time.perf_counter()))
+        return done
+
+    eng.step = traced_step  # the loop thread calls self.step()
     t0 = time.perf_counter()
     steps0, graphs0 = eng.num_steps, eng.get_stats()["num_graph_steps"]
-    outs = eng.generate(input_ids=prompts, sampling_params=params)
+    try:
+        outs = eng.generate(input_ids=prompts, sampling_params=params)
+    finally:
+        del eng.step
     dt = time.perf_counter() - t0
     errors = [o["error"] for o in outs if "error" in o]
     if errors:
@@ -57,7 +71,9 @@ def run_case(eng, cfg: dict, device: str, bs: int, in_len: int, out_len: int) ->
             "tok_s": n / dt, "ms_per_step": 1e3 * dt / out_len,
             "decode_tok_s": (n - len(outs)) / decode_s if decode_s > 0 else float("nan"),
             "ttft_ms": 1e3 * max(o["meta_info"]["ttft"] for o in outs),  # the last first token
-            "steps": eng.num_steps - steps0, "graph_steps": eng.get_stats()["num_graph_steps"] - graphs0}
+            "steps": eng.num_steps - steps0, "graph_steps": eng.get_stats()["num_graph_steps"] - graphs0,
+            "wait_before_first_step_ms": 1e3 * (trace[0][0] - t0) if trace else float("nan"),
+            "first_steps_ms": [round(1e3 * (b - a), 2) for a, b in trace[:4]]}
 
 
 def run_tp(name: str, tp: int, device: str, dtype: str, num_threads) -> list[dict]:
@@ -86,7 +102,9 @@ def run_tp(name: str, tp: int, device: str, dtype: str, num_threads) -> list[dic
         print(f"tp={tp} batch {r['batch']} ({r['in']}/{r['out']}): {r['tok_s']:.1f} out tok/s, "
               f"{r['ms_per_step']:.2f} ms/step, decode phase {r['decode_tok_s']:.1f} tok/s, "
               f"last first token {r['ttft_ms']:.0f} ms, "
-              f"{r['graph_steps']} of {r['steps']} steps by graph replay", flush=True)
+              f"{r['graph_steps']} of {r['steps']} steps by graph replay; "
+              f"first step began {r['wait_before_first_step_ms']:.1f} ms after the call, "
+              f"first steps took {r['first_steps_ms']} ms", flush=True)
     return results
 
 
