@@ -1,25 +1,28 @@
 """The Triton program behind masked_sample (see masked_sampling.py for the exact semantics and
 sampling_chain.py for the draw).
 
-Grid (bs, SPLITS): program (row, split) streams the chunk [split * chunk, (split + 1) * chunk)
-of its row. With SPLITS > 1 (small batches) the programs of one row publish per-pass results
-(records, partials) and meet at a barrier (atomic counter per row, spin-wait); the wrapper only
-splits while bs * SPLITS <= number of SMs, so every program is resident. Every program then
-reads all of them in the same order, so all take the same decisions.
+Grid (bs, SPLITS): a row is a [V / 1024, 1024] grid of lanes (sampling_records.py); program
+(row, split) streams lanes [split * 1024 / SPLITS, ...) in tiles. With SPLITS > 1 (small
+batches) the programs of one row publish per-pass results (lane records, partials) and meet at
+a barrier (atomic counter per row, spin-wait); the wrapper only splits while bs * SPLITS <=
+number of SMs, so every program is resident. Every program then reads all of them in the same
+order, so all take the same decisions.
 
 Passes over the row:
-    1. stats: per record of REC tokens (sampling_records.py) the max and normaliser of x (and of
-       s = x / T for sampling rows); per program the greedy argmax and logsumexp. One exp per
-       token (two when T != 1); no noise per token. Greedy rows end here; sampling rows draw
-       c_0 by inverse CDF: the record from the records' cumulative masses, then the token by
-       re-reading that one record. Unfiltered rows end there.
+    1. stats: per tile position the max and normaliser of x (and of s = x / T for sampling
+       rows), reduced at the end to lane records and the greedy argmax and logsumexp. One exp
+       per token (two when T != 1); no noise per token. Greedy rows end here; sampling rows draw
+       c_0 by inverse CDF: the lane from the lanes' cumulative masses, then the token by
+       re-reading that lane. Unfiltered rows end there.
     2. test of a candidate c (filtered rows whose thresholds are unknown): count and mass of
-       s > s[c], which decide whether top-k / top-p keep c, and the records of {s > s[c]}:
+       s > s[c], which decide whether top-k / top-p keep c, and the lane records of {s > s[c]}:
        the support of the next draw when c is rejected. Usually c_0 or c_1 is kept.
     3. rare: when a test cannot decide (top-p's normaliser over top-k's set) or the rounds run
        out, exact thresholds by a 16-way key search (sampling_search.py), and for the last
-       round the records of what the filters keep. Min-p needs no search: its bound on s is
-       max(s) + log(min_p).
+       round the lane records of what the filters keep. Min-p needs no search: its bound on s
+       is max(s) + log(min_p).
+Constexpr flags compile out what a batch cannot need: SAMPLE (some row samples) and FILTERS
+(some row has top-k, top-p or min-p); `lo, hi` is the program's share of the row for the search.
 """
 from __future__ import annotations
 
