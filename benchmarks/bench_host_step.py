@@ -9,7 +9,7 @@ over those steps, then the median over --repeat runs. A second table repeats it 
 forward stubbed (StubModel), which is closer to a GPU host: on a CPU the real forward flushes the
 caches the host work then runs in.
 
-    python -m benchmarks.bench_host_step [--batch-sizes 1,16,64] [--out-len 64] [--repeat 3] [--no-write]
+    python -m benchmarks.bench_host_step [--batch-sizes 1,16,64] [--out-len 64] [--repeat 3] [--no-write] [--stub-only]
 """
 from __future__ import annotations
 
@@ -119,10 +119,9 @@ class _TimedModel:
         return out
 
 
-def run_batch(engine, prompts: list[str], params, stream: bool) -> None:
-    """Queue every prompt at once and wait until all finished (outputs go to a list)."""
+def run_batch(engine, prompts: list[str], params: list[dict], stream: bool) -> None:
+    """Queue every prompt (with its params) at once and wait until all finished."""
     from sgl_lang.runtime.sampling_params import SamplingParams
-    sp = SamplingParams.from_dict(params)
     left = [len(prompts)]
     done = threading.Event()
     lock = threading.Lock()
@@ -135,20 +134,29 @@ def run_batch(engine, prompts: list[str], params, stream: bool) -> None:
                 left[0] -= 1
                 if left[0] == 0:
                     done.set()
-    for p in prompts:
-        req = engine.make_request(p, sp, stream=stream)
+    for p, d in zip(prompts, params):
+        req = engine.make_request(p, SamplingParams.from_dict(d), stream=stream)
         req.on_output = on_output
         engine.add_request(req)
     done.wait()
 
 
+def request_params(bs: int, out_len: int, stop: tuple, is_sampled: bool) -> list[dict]:
+    """Greedy, or sampled: temperature 0.8, top-p 0.9, every other request seeded."""
+    base = {"temperature": 0, "max_new_tokens": out_len, "ignore_eos": True, "stop": list(stop)}
+    if not is_sampled:
+        return [base] * bs
+    return [dict(base, temperature=0.8, top_p=0.9, seed=1000 + i if i % 2 else None)
+            for i in range(bs)]
+
+
 def measure(engine, timer: StepTimer, bs: int, out_len: int, stream: bool, stop: tuple,
-            repeat: int) -> dict[str, float]:
+            is_sampled: bool, repeat: int) -> dict[str, float]:
     """Median µs per step of each component (and 'host', 'step') over `repeat` runs."""
     tok = engine.tokenizer
     prompts = [tok.apply_chat_template([{"role": "user", "content": f"Tell me a story about {i} cats."}],
                                        tokenize=False, add_generation_prompt=True) for i in range(bs)]
-    params = {"temperature": 0, "max_new_tokens": out_len, "ignore_eos": True, "stop": list(stop)}
+    params = request_params(bs, out_len, stop, is_sampled)
     runs = []
     for _ in range(repeat + 1):  # the first run warms up
         engine.flush_cache()
@@ -171,30 +179,36 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--stub-only", action="store_true", help="only the stubbed table (no write)")
     args = ap.parse_args()
     from sgl_lang.runtime.engine import Engine
 
     engine = Engine(dtype=args.dtype, overlap_schedule="on")
     timer = StepTimer(engine)
     sizes = [int(x) for x in args.batch_sizes.split(",")]
-    workloads = [(f"bs {bs}", bs, False, ()) for bs in sizes]
-    workloads.append((f"bs {sizes[-1]}, streaming + stop string", sizes[-1], True, ("<|never|>",)))
+    workloads = [(f"bs {bs}", bs, False, (), False) for bs in sizes]
+    workloads.append((f"bs {sizes[-1]}, streaming + stop string", sizes[-1], True, ("<|never|>",), False))
+    workloads += [(f"bs {bs}, sampled", bs, False, (), True) for bs in sizes]
     tables = []
-    for stub in (False, True):
+    for stub in ((True,) if args.stub_only else (False, True)):
         if stub:
             timer.model.model = StubModel()
         rows = []
-        for name, bs, stream, stop in workloads:
-            m = measure(engine, timer, bs, args.out_len, stream, stop, args.repeat)
+        for name, bs, stream, stop, is_sampled in workloads:
+            m = measure(engine, timer, bs, args.out_len, stream, stop, is_sampled, args.repeat)
             other = m["host"] - sum(m[c[0]] for c in COMPONENTS)
             rows.append([name] + [m[c[0]] for c in COMPONENTS]
                         + [other, m["host"], m["host"] / bs, m[DEVICE]])
             print("stub" if stub else "model", name, {k: round(v, 1) for k, v in m.items()}, flush=True)
         tables.append(table(HEADERS, rows))
     engine.shutdown()
+    if args.stub_only:
+        print(tables[0])
+        return
 
-    body = (f"Default model (SmolLM2-135M-Instruct), dtype {args.dtype}, overlap_schedule on, greedy, "
-            f"ignore_eos, {args.out_len} new tokens per request; host µs per full-decode step "
+    body = (f"Default model (SmolLM2-135M-Instruct), dtype {args.dtype}, overlap_schedule on, greedy "
+            f"(\"sampled\": temperature 0.8, top-p 0.9, every other request seeded), ignore_eos, "
+            f"{args.out_len} new tokens per request; host µs per full-decode step "
             f"(median over steps, then over {args.repeat} runs). Host = step wall time minus the "
             f"model forward and sampling.\n\n{tables[0]}\n\n"
             f"The same with the forward stubbed (`StubModel`: logits from a fixed table over a 2k "

@@ -21,6 +21,10 @@ except ImportError:  # CPU-only installs: the torch half serves
     triton = None
 
 _M32 = 0xFFFFFFFF
+# key_words' uint64 constants: z = seed * SEED_MUL + step * STEP_MUL + KEY_ADD, then splitmix64's
+# finaliser (xor-shift 30, * MIX_MUL[0], xor-shift 27, * MIX_MUL[1], xor-shift 31)
+SEED_MUL, STEP_MUL, KEY_ADD = 0x9E3779B97F4A7C15, 0xD1B54A32D192ED03, 0x632BE59BD9B4E019
+MIX_MUL = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
 
 def as_i32(u: int) -> int:
@@ -29,10 +33,10 @@ def as_i32(u: int) -> int:
 
 
 def key_words(seed: int, step: int) -> tuple[int, int]:
-    """Two int32 words from (seed, step) via splitmix64, in Python (host side)."""
-    z = (seed * 0x9E3779B97F4A7C15 + step * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) % (1 << 64)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % (1 << 64)
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % (1 << 64)
+    """Two int32 words (low, high) from (seed, step) via splitmix64, in Python (host side)."""
+    z = (seed * SEED_MUL + step * STEP_MUL + KEY_ADD) % (1 << 64)
+    z = ((z ^ (z >> 30)) * MIX_MUL[0]) % (1 << 64)
+    z = ((z ^ (z >> 27)) * MIX_MUL[1]) % (1 << 64)
     z ^= z >> 31
     return as_i32(z & _M32), as_i32(z >> 32)
 

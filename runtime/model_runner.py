@@ -20,10 +20,13 @@ from .mem.req_to_token import ReqToTokenTable
 from .models.loader import LoadedModel
 from .request import Req
 from .penalties import apply_penalties, count_tokens
-from .sampler import SamplingBatchInfo, sample, top_logprobs
+from .sampler import sample, top_logprobs
+from .sampling_batch import BatchSamplingParams, SamplingBatchInfo
 from .scheduler import ScheduledBatch
 from .batch_builder import build_forward_batch
 from .step_output import RunnerOutput, StepHandle
+
+_MAX_CACHED_REQUEST_SETS = 4  # sampling constants kept for this many recent request sets
 
 
 class ModelRunner:
@@ -46,6 +49,7 @@ class ModelRunner:
         self.attn = get_attention_backend(name)
         self.grammar_bitmask: Optional[torch.Tensor] = None
         self._greedy_infos: dict[int, SamplingBatchInfo] = {}  # batch size -> all-greedy info
+        self._batch_params: dict[tuple[int, ...], BatchSamplingParams] = {}  # ids of the params
         max_len = min(config.context_length or loaded.max_context_len, loaded.max_context_len)
         self.table = ReqToTokenTable(config.max_running_requests + 8, max_len + 1, self.device)
         self.batch_sender = None  # tp_size > 1: TPDriver, sends each ForwardBatch to ranks 1..N-1
@@ -205,21 +209,24 @@ class ModelRunner:
         return RunnerOutput(next_ids, next_lp, next_top, in_lp, in_top)
 
     def _sampling_info(self, reqs: list[Req]) -> SamplingBatchInfo:
-        """Built on the host and copied without blocking (a blocking copy would wait for the
-        step still running on the device). All-greedy batches reuse one info per batch size."""
+        """Queued to the device without blocking (a blocking copy would wait for the step still
+        running there). All-greedy batches reuse one info per batch size; the others reuse their
+        request set's constant tensors and only hash and copy the step's noise keys."""
         params = [r.params for r in reqs]
-        plain_greedy = all(p.is_plain_greedy for p in params)
-        if plain_greedy and len(reqs) in self._greedy_infos:
-            return self._greedy_infos[len(reqs)]
-        info = SamplingBatchInfo.build(params, vocab_size=self.vocab_size, device="cpu",
-                                       steps=[r.num_output_tokens for r in reqs])
-        if self.device.type != "cpu":
-            moved = {f.name: getattr(info, f.name).pin_memory().to(self.device, non_blocking=True)
-                     for f in dataclasses.fields(info) if isinstance(getattr(info, f.name), torch.Tensor)}
-            info = dataclasses.replace(info, **moved)
-        if plain_greedy:
-            self._greedy_infos[len(reqs)] = info
-        return info
+        if all(p.is_plain_greedy for p in params):
+            info = self._greedy_infos.get(len(reqs))
+            if info is None:
+                info = self._greedy_infos[len(reqs)] = SamplingBatchInfo.build(
+                    params, self.vocab_size, self.device, [r.num_output_tokens for r in reqs])
+            return info
+        key = tuple(map(id, params))  # the entry holds the params, so these ids stay theirs
+        batch_params = self._batch_params.get(key)
+        if batch_params is None:
+            if len(self._batch_params) >= _MAX_CACHED_REQUEST_SETS:
+                del self._batch_params[next(iter(self._batch_params))]  # the oldest
+            batch_params = self._batch_params[key] = BatchSamplingParams(
+                params, self.vocab_size, self.device)
+        return batch_params.at([r.num_output_tokens for r in reqs])
 
     def _sample(self, logits: torch.Tensor, reqs: list[Req], info: SamplingBatchInfo,
                 bitmask: Optional[torch.Tensor], k: int):

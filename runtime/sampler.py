@@ -13,7 +13,8 @@ Randomness is counter-based: the uniform of draw round n in row i is a hash of (
 row i, n), and a row's noise key is a hash of (request seed, request step). A seeded request
 therefore draws the same tokens on every run, whatever the batch around it, on CPU and CUDA
 alike (the integer hash is exact on both). Unseeded requests get fresh keys from torch's
-default generator when the batch info is built.
+default generator at every step. The batch's sampling tensors are a SamplingBatchInfo
+(sampling_batch.py: its constant part is built once per request set, the keys every step).
 
 Filter semantics (applied to x = logits * (1/T), each keeping ties at its threshold):
     top-k: keep x >= k-th largest x
@@ -28,8 +29,7 @@ The torch path below serves CPU, full-logprob batches and non-contiguous logits.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -37,11 +37,10 @@ from sgl_lang.kernels.bitmask import apply_token_bitmask_inplace
 from sgl_lang.kernels.masked_sampling import masked_sample
 from sgl_lang.kernels.sampling_chain import chain_draw
 from sgl_lang.kernels.sampling_noise import mix32_ref, uniform_noise  # noqa: F401  (re-exported)
-from sgl_lang.kernels.sampling_noise import key_words as _key_words
 from sgl_lang.kernels.sampling_noise import mix32_ as _mix32  # noqa: F401  (re-exported)
 
 from .penalties import apply_penalties  # noqa: F401  (re-exported: the sampler's public API)
-from .sampling_params import SamplingParams
+from .sampling_batch import SamplingBatchInfo
 
 _NEG_INF = float("-inf")
 _CPU_TOP_P_CANDIDATES = 1024  # top-p nucleus tried inside this many tokens before a full sort
@@ -51,79 +50,6 @@ class SampleOutput(NamedTuple):
     next_token_ids: torch.Tensor  # [bs] int64
     logprobs: torch.Tensor  # [bs] f32, log-softmax (temperature 1, no top-k/p/min-p) of the token
     full_logprobs: Optional[torch.Tensor]  # [bs, V] f32 when asked for, else None
-
-
-@dataclass
-class SamplingBatchInfo:
-    """Per-row sampling tensors for one batch, built once per step by `build`."""
-
-    vocab_size: int
-    temperatures: torch.Tensor  # [bs, 1] f32; 1.0 on greedy rows (their samples are unused)
-    top_ps: torch.Tensor  # [bs] f32, 1.0 = off
-    top_ks: torch.Tensor  # [bs] i64, vocab_size = off
-    min_ps: torch.Tensor  # [bs] f32, 0.0 = off
-    is_greedy: torch.Tensor  # [bs] bool
-    frequency_penalties: torch.Tensor  # [bs] f32
-    presence_penalties: torch.Tensor  # [bs] f32
-    repetition_penalties: torch.Tensor  # [bs] f32, 1.0 = off
-    noise_keys: torch.Tensor  # [bs, 2] int32: two hash words of (seed, step)
-    vocab_mask: Optional[torch.Tensor]  # [bs, ceil(V/32)] int32, bit 1 = allowed; None = no grammar
-    is_all_greedy: bool
-    need_top_k: bool  # some sampling row has top-k on
-    need_top_p: bool
-    need_min_p: bool
-    need_penalties: bool
-    max_top_k: int  # largest top-k among sampling rows that use it (0 when none)
-    top_p_needs_full_sort: bool  # a top-p row has no top-k, so its candidates are the whole vocab
-
-    @classmethod
-    def build(cls, params: Sequence[SamplingParams], vocab_size: int,
-              device: torch.device | str = "cpu", steps: Optional[Sequence[int]] = None,
-              vocab_mask: Optional[torch.Tensor] = None) -> "SamplingBatchInfo":
-        """steps[i]: tokens request i has generated so far; required when any request has a
-        seed (its noise must change every step). vocab_mask: packed bitmask rows, all bits set
-        for unconstrained rows (see apply_token_bitmask)."""
-        bs = len(params)
-        if steps is None:
-            if any(p.seed is not None for p in params):
-                raise ValueError("SamplingBatchInfo.build: steps are required when a request has "
-                                 "a seed (the noise must advance every step)")
-            steps = [0] * bs
-        if len(steps) != bs:
-            raise ValueError(f"SamplingBatchInfo.build: expected {bs} steps, got {len(steps)}")
-        fresh = torch.randint(0, 1 << 62, (bs,), dtype=torch.int64).tolist()
-        greedy = [p.is_greedy for p in params]
-        sampling = [p for p, g in zip(params, greedy) if not g]
-        top_ks = [p.top_k if 0 < p.top_k < vocab_size else vocab_size for p in params]
-        keys = [_key_words(p.seed if p.seed is not None else f, s)
-                for p, f, s in zip(params, fresh, steps)]
-
-        def f32(values):
-            return torch.tensor(values, dtype=torch.float32, device=device)
-
-        need_top_k = any(0 < p.top_k < vocab_size for p in sampling)
-        need_top_p = any(p.top_p < 1.0 for p in sampling)
-        return cls(
-            vocab_size=vocab_size,
-            temperatures=f32([1.0 if g else p.temperature for p, g in zip(params, greedy)])[:, None],
-            top_ps=f32([p.top_p for p in params]),
-            top_ks=torch.tensor(top_ks, dtype=torch.int64, device=device),
-            min_ps=f32([p.min_p for p in params]),
-            is_greedy=torch.tensor(greedy, dtype=torch.bool, device=device),
-            frequency_penalties=f32([p.frequency_penalty for p in params]),
-            presence_penalties=f32([p.presence_penalty for p in params]),
-            repetition_penalties=f32([p.repetition_penalty for p in params]),
-            noise_keys=torch.tensor(keys, dtype=torch.int32, device=device).reshape(bs, 2),
-            vocab_mask=None if vocab_mask is None else vocab_mask.to(device),
-            is_all_greedy=all(greedy),
-            need_top_k=need_top_k,
-            need_top_p=need_top_p,
-            need_min_p=any(p.min_p > 0.0 for p in sampling),
-            need_penalties=any(p.has_penalties for p in params),
-            max_top_k=max((p.top_k for p in sampling if 0 < p.top_k < vocab_size), default=0),
-            top_p_needs_full_sort=any(p.top_p < 1.0 and not 0 < p.top_k < vocab_size
-                                      for p in sampling),
-        )
 
 
 def sample(logits: torch.Tensor, info: SamplingBatchInfo,
