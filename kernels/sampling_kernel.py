@@ -141,68 +141,67 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
             c = _draw(rec, 0, m, uniform_tl(key0, key1, tl.full((), 0, tl.uint32)), logits_ptr, mask_ptr,
                       row_masked, V, inv_t, NEG, NO_KEY32, NEG, True, HAS_BITMASK, L, KMAX)
             if FILTERS:  # rejection rounds (not compiled when no row has a filter)
-                floor = tl.where(min_p > 0, m + tl.log(tl.maximum(min_p, 1e-38)), NEG)  # min-p bound on s
+                floor = tl.where(min_p > 0, m + tl.log(tl.maximum(min_p, 1e-38)), NEG)  # min-p bound
                 known = tl.where(top_k_on | top_p_on, 0, 1)  # are K's thresholds known? (min-p's is)
                 thr = NO_KEY  # K = {ordered key of s >= thr, s >= floor}
                 n = tl.zeros((), tl.int32)  # the round of candidate c
                 q = tl.zeros((), tl.int32)  # parity of the newest records
-                state = tl.where(top_k_on | top_p_on | (floor > NEG), 0, 1)  # 1: c is the token
-                while state == 0:
+                # state 0: c is a candidate; 2: the rounds ran out, draw on K; 1: c is the token
+                state = tl.where(top_k_on | top_p_on | (floor > NEG), 0, 1)
+                while state != 1:
                     v = tl.load(logits_ptr + c).to(tl.float32) * inv_t
                     in_k = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
-                    accepted = (known != 0) & in_k
-                    fresh = tl.zeros((), tl.int32)  # do the records describe {s > v}?
-                    if known == 0:  # test c: count and mass above it, and the records of {s > v}
+                    if (state == 0) & (known != 0) & in_k:
+                        state = state * 0 + 1
+                    else:
+                        # one pass (one call site keeps the registers down): the support {s > v}
+                        # (c's test, and the next draw's support), or K itself (state 2)
+                        last = state == 2
+                        pv = tl.where(last, NEG, v)
+                        pthr = tl.where(last, thr, NO_KEY).to(tl.int32)
+                        pfloor = tl.where(last, floor, NEG)
                         q = 1 - q
-                        _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
-                                      NEG, rec, q, HAS_BITMASK, L, KR, LW)
+                        _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, pv, pthr,
+                                      pfloor, rec, q, HAS_BITMASK, L, KR, LW)
                         nb += 1
                         _publish(sync_ptr, row, nb, SPLITS)
                         mass_gt, cnt, eq = _totals(rec, q, m, False, L)
-                        fresh = fresh + 1
-                        mass_ge = mass_gt + eq * tl.exp(v - m)
-                        kept_k = (top_k_on == 0) | (cnt < top_k)
-                        # top-p's normaliser is top-k's kept mass z_k; with c inside top-k,
-                        # mass_ge <= z_k <= zs, so some cases need z_k itself (the search)
-                        sure_p = ((top_p_on == 0) | (cnt == 0)
-                                  | (mass_gt < top_p * tl.where(top_k_on, mass_ge, zs)))
-                        dropped = ((kept_k == 0) | (top_p_on & (cnt > 0) & (mass_gt >= top_p * zs))
-                                   | (v < floor))
-                        accepted = kept_k & sure_p & (v >= floor)
-                        if (accepted | dropped) == 0:
-                            thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo, hi, v,
-                                                  cnt, mass_gt, zs, top_k, top_p, top_k_on, top_p_on,
-                                                  part_ptr, sync_ptr, row, split, nb, HAS_BITMASK, SPLITS,
-                                                  NP, SEARCH_BLOCK)
-                            known = known * 0 + 1
-                            accepted = (_ordered_key(v).to(tl.int64) >= thr) & (v >= floor)
-                    if accepted:
-                        state = 1
-                    elif n + 1 < _ROUNDS:  # redraw on {s > v}: K is an upper set without c
-                        if fresh == 0:
-                            q = 1 - q
-                            _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, NO_KEY32,
-                                          NEG, rec, q, HAS_BITMASK, L, KR, LW)
-                            nb += 1
-                            _publish(sync_ptr, row, nb, SPLITS)
-                        n += 1
-                        c = _draw(rec, q, m, uniform_tl(key0, key1, n.to(tl.uint32)), logits_ptr, mask_ptr,
-                                  row_masked, V, inv_t, v, NO_KEY32, NEG, False, HAS_BITMASK, L, KMAX)
-                    else:  # the rounds ran out: draw on K itself
-                        if known == 0:
-                            thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo, hi, v,
-                                                  cnt, mass_gt, zs, top_k, top_p, top_k_on,
-                                                  top_p_on, part_ptr, sync_ptr, row, split, nb,
-                                                  HAS_BITMASK, SPLITS, NP, SEARCH_BLOCK)
-                        q = 1 - q
-                        _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, NEG,
-                                      thr.to(tl.int32), floor, rec, q, HAS_BITMASK, L, KR, LW)
-                        nb += 1
-                        _publish(sync_ptr, row, nb, SPLITS)
-                        c = _draw(rec, q, m, uniform_tl(key0, key1, tl.full((), _ROUNDS, tl.uint32)),
-                                  logits_ptr, mask_ptr, row_masked, V, inv_t, NEG, thr.to(tl.int32), floor,
-                                  False, HAS_BITMASK, L, KMAX)
-                        state = 1
+                        draw = last
+                        if state == 0:
+                            accepted = in_k & (known != 0)
+                            if known == 0:
+                                mass_ge = mass_gt + eq * tl.exp(v - m)
+                                kept_k = (top_k_on == 0) | (cnt < top_k)
+                                # top-p's normaliser is top-k's kept mass z_k; with c inside
+                                # top-k, mass_ge <= z_k <= zs, so some cases need z_k itself
+                                sure_p = ((top_p_on == 0) | (cnt == 0)
+                                          | (mass_gt < top_p * tl.where(top_k_on, mass_ge, zs)))
+                                dropped = ((kept_k == 0) | (top_p_on & (cnt > 0) & (mass_gt >= top_p * zs))
+                                           | (v < floor))
+                                accepted = kept_k & sure_p & (v >= floor)
+                                undecided = (accepted | dropped) == 0
+                                # the exact thresholds: for an undecided c, or for the draw on K
+                                if undecided | (dropped & (n + 1 >= _ROUNDS)):
+                                    thr, nb = _thresholds(logits_ptr, mask_ptr, row_masked, V, inv_t, m, lo,
+                                                          hi, v, cnt, mass_gt, zs, top_k, top_p, top_k_on,
+                                                          top_p_on, part_ptr, sync_ptr, row, split, nb,
+                                                          HAS_BITMASK, SPLITS, NP, SEARCH_BLOCK)
+                                    known = known * 0 + 1
+                                    accepted = accepted | (undecided & (_ordered_key(v).to(tl.int64) >= thr)
+                                                           & (v >= floor))
+                            if accepted:
+                                state = state * 0 + 1
+                            elif n + 1 < _ROUNDS:  # redraw on {s > v}: K is an upper set without c
+                                n += 1
+                                draw = draw | True
+                            else:  # the rounds ran out (K's thresholds are known): the next pass is K
+                                state = state * 0 + 2
+                        if draw:
+                            u = uniform_tl(key0, key1, tl.where(last, _ROUNDS, n).to(tl.uint32))
+                            c = _draw(rec, q, m, u, logits_ptr, mask_ptr, row_masked, V, inv_t, pv, pthr,
+                                      pfloor, False, HAS_BITMASK, L, KMAX)
+                            if last:
+                                state = state * 0 + 1
             token = c
 
     if SPLITS > 1:
