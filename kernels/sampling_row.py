@@ -13,18 +13,6 @@ import triton.language as tl
 
 
 @triton.jit
-def _masked_block(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK: tl.constexpr):
-    """[BLOCK] float32 logits, -inf where the bitmask bans the token or offs >= V."""
-    in_vocab = offs < V
-    x = tl.load(logits_ptr + offs, mask=in_vocab, other=float("-inf")).to(tl.float32)
-    if HAS_BITMASK:
-        is_row_masked = (offs * 0 + row_masked) != 0  # [BLOCK] broadcast of the row's flag
-        words = tl.load(mask_ptr + offs // 32, mask=in_vocab & is_row_masked, other=-1)
-        x = tl.where(((words >> (offs % 32)) & 1) != 0, x, float("-inf"))
-    return x
-
-
-@triton.jit
 def _load_raw(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK: tl.constexpr):
     """Issue one block's loads: (logits [BLOCK] float32, bitmask words [BLOCK] int32), unused
     until _apply_mask, so a loop can carry them while the previous block computes."""
@@ -32,14 +20,24 @@ def _load_raw(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK: tl.constex
     x = tl.load(logits_ptr + offs, mask=in_vocab, other=float("-inf")).to(tl.float32)
     words = tl.full(offs.shape, -1, tl.int32)
     if HAS_BITMASK:
-        is_row_masked = (offs * 0 + row_masked) != 0
+        is_row_masked = (offs * 0 + row_masked) != 0  # [BLOCK] broadcast of the row's flag
         words = tl.load(mask_ptr + offs // 32, mask=in_vocab & is_row_masked, other=-1)
     return x, words
 
 
 @triton.jit
 def _apply_mask(x, words, offs):
+    """x where bit offs % 32 of its word is set, else -inf."""
     return tl.where(((words >> (offs % 32)) & 1) != 0, x, float("-inf"))
+
+
+@triton.jit
+def _masked_block(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK: tl.constexpr):
+    """[BLOCK] float32 logits, -inf where the bitmask bans the token or offs >= V."""
+    x, words = _load_raw(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK)
+    if HAS_BITMASK:
+        x = _apply_mask(x, words, offs)
+    return x
 
 
 @triton.jit
