@@ -226,7 +226,8 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     chunk = -(-(-(-vocab // splits)) // 1024) * 1024  # the threshold search's part of a row
     tokens = torch.empty(bs, dtype=torch.int64, device=device)
     logprobs = torch.empty(bs, dtype=torch.float32, device=device)
-    records = torch.empty(bs * 7 * LANES, dtype=torch.float32, device=device)  # sampling_records.py
+    # lane records (sampling_records.py); an all-greedy batch has none (the pointer is unused)
+    records = torch.empty(bs * 7 * LANES, dtype=torch.float32, device=device) if may_sample else logits
     has_bitmask = bitmask is not None
     stride_m = bitmask.stride(0) if has_bitmask else 0
     args = (logits, logits.stride(0), bitmask if has_bitmask else logits, stride_m,

@@ -31,7 +31,7 @@ import triton.language as tl
 
 from .sampling_chain import LANES, MAX_ROUNDS
 from .sampling_noise import uniform_tl
-from .sampling_records import _draw, _support_pass, _tile, _totals
+from .sampling_records import _draw, _load_records, _support_pass, _tile, _totals
 from .sampling_row import _apply_mask, _column, _exchange, _int_column, _load_raw, _ordered_key, _publish
 from .sampling_search import _thresholds
 
@@ -136,8 +136,7 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     if SAMPLE:  # (not compiled when the caller promises greedy rows only)
         if is_sampled & (mx > NEG):
             m = mx * inv_t  # max of s (multiplying by inv_t > 0 is monotone)
-            zs, cnt, eq = _totals(rec, 0, m, True, L)  # mass of every allowed token, exp(s - m)
-            mass_gt = zs
+            zs = tl.sum(_load_records(rec, 0, m, True, L)[0], axis=0)  # allowed mass, exp(s - m)
             c = _draw(rec, 0, m, uniform_tl(key0, key1, tl.full((), 0, tl.uint32)), logits_ptr, mask_ptr,
                       row_masked, V, inv_t, NEG, NO_KEY32, NEG, True, HAS_BITMASK, L, KMAX)
             if FILTERS:  # rejection rounds (not compiled when no row has a filter)
