@@ -24,6 +24,7 @@ import torch
 
 from benchmarks.gpu_models import SHAPES, dummy_engine
 from benchmarks.report import table, write_section
+from benchmarks.triton_compiles import CompileLog
 
 CASES = ((64, 512, 256), (1, 512, 128))  # (batch, input len, output len)
 
@@ -88,10 +89,20 @@ def run_tp(name: str, tp: int, device: str, dtype: str, num_threads) -> list[dic
     try:
         # warm-up at each timed shape (its prefill chunks, its decode batch size), so no Triton
         # compile (e.g. the sampling kernel's per-batch-size split) lands inside a timed run
+        # (a seed per case: a prompt that is a cached prefix would warm the 1-token extend instead)
         warm = {"temperature": 0, "max_new_tokens": 8, "ignore_eos": True}
         for bs, in_len, _ in CASES:
-            eng.generate(input_ids=_prompts(bs, in_len, cfg["vocab_size"], 99), sampling_params=warm)
-        results = [dict(run_case(eng, cfg, device, *case), tp=tp, load_s=load_s) for case in CASES]
+            with CompileLog() as log:
+                eng.generate(input_ids=_prompts(bs, in_len, cfg["vocab_size"], 99 + bs), sampling_params=warm)
+            print(f"tp={tp} warm-up batch {bs}: {len(log.entries)} Triton compiles\n{log.summary()}", flush=True)
+        eng.flush_cache()
+        results = []
+        for case in CASES:
+            with CompileLog() as log:
+                results.append(dict(run_case(eng, cfg, device, *case), tp=tp, load_s=load_s))
+            results[-1]["compiles"] = [r for _, r in log.entries]
+            if log.entries:
+                print(f"tp={tp} batch {case[0]}: Triton compiled inside the timed run\n{log.summary()}", flush=True)
     finally:
         eng.shutdown()
         del eng

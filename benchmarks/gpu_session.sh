@@ -6,7 +6,9 @@
 #   bash benchmarks/gpu_session.sh engine    # bench_gpu: ours vs HF, offline, attention   (~3 min)
 #   bash benchmarks/gpu_session.sh sampling  # bench_sampling_kernel                       (~2 min)
 #   bash benchmarks/gpu_session.sh sweep     # the sampling kernel's launch shapes, bs 512 and 1 (~3 min)
-#   bash benchmarks/gpu_session.sh tp        # bench_tp 8B at tp 1 2 (needs 2 GPUs)        (~2 min)
+#   bash benchmarks/gpu_session.sh tp        # bench_tp 8B at tp 1 2 (tp 1 alone on 1 GPU)  (~2 min)
+#   bash benchmarks/gpu_session.sh attn      # decode attention: splits x keys per step x stages (~2 min)
+#   bash benchmarks/gpu_session.sh profile   # kernels of one 135M batch-64 decode graph step (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
 #   bash benchmarks/gpu_session.sh tests:200 tp70:300   # a part's timeout can be given after a colon
@@ -59,9 +61,11 @@ for arg in "$@"; do
         engine) part engine ${lim:-420} python3 -m benchmarks.bench_gpu ;;
         sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
         sweep) part sweep ${lim:-240} python3 -m benchmarks.bench_sampling_kernel --sweep --no-write --bs 1 --vocab 128256 ;;
-        tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 2 ;;
+        tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
+        attn) part attn ${lim:-200} python3 -m benchmarks.bench_decode_attention ;;
+        profile) part profile ${lim:-120} python3 -m benchmarks.profile_decode --shape smollm2-135m --bs 64 --ctx 768 ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn)" ;;
     esac
 done
 ls "$OUT"

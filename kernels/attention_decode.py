@@ -105,9 +105,12 @@ def _decode_stage2(MidO, MidLse, Out, stride_ob, stride_oh, stride_os, stride_lb
 
 
 def pick_num_kv_splits(batch_size: int, num_kv_heads: int, num_sms: int = 132) -> int:
-    """A power of two S so that batch_size * num_kv_heads * S fills the GPU about twice."""
-    want = max(1, (2 * num_sms) // max(1, batch_size * num_kv_heads))
-    return int(min(32, 1 << (want.bit_length() - 1)))
+    """A power of two S <= 16 so that batch_size * num_kv_heads * S programs fill the GPU about
+    four times. (Swept on an H200 with CUDA-graph timing, benchmarks/bench_decode_attention.py,
+    2026-11-28: this picks the best or within 10% of it at 135M / 8B shapes from batch 1 to 256;
+    S = 32 was never best.)"""
+    want = max(1, (4 * num_sms) // max(1, batch_size * num_kv_heads))
+    return int(min(16, 1 << (want.bit_length() - 1)))
 
 
 def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
@@ -126,8 +129,11 @@ def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      req_to_token: torch.Tensor, seq_lens: torch.Tensor, num_kv_splits: int = 8,
-                     out: torch.Tensor | None = None) -> torch.Tensor:
-    """See the module docstring. Every seq_lens[i] must be >= 1."""
+                     out: torch.Tensor | None = None, block_n: int | None = None,
+                     num_stages: int = 3) -> torch.Tensor:
+    """See the module docstring. Every seq_lens[i] must be >= 1. block_n (keys per loop step,
+    a power of two >= 16; None: 128 for D <= 64, else 64) and num_stages are launch knobs
+    (benchmarks/bench_decode_attention.py sweeps them)."""
     _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
     bs, hq, d = q.shape
     hkv = k_cache.shape[1]
@@ -149,8 +155,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         *paged_qkv_strides(q, k_cache, v_cache), req_to_token.stride(0),
         *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d),
         G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
-        BLOCK_D=block_d, BLOCK_N=64 if block_d <= 64 else 32, NUM_SPLITS=num_kv_splits,
-        num_warps=4, num_stages=2)
+        BLOCK_D=block_d, BLOCK_N=block_n or (128 if block_d <= 64 else 64), NUM_SPLITS=num_kv_splits,
+        num_warps=4, num_stages=num_stages)
     if num_kv_splits == 1:
         return out
     _decode_stage2[(bs, hq)](

@@ -46,11 +46,12 @@ _NEG_INF = float("-inf")
 MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
 # launch shape per specialisation and row split: (tokens per tile (sampling_records.py), warps
-# per program). Measured (bench_sampling_kernel --sweep, H200) for the full kernel only: tile 2048
-# x 4 warps best on whole rows, 1024 x 4 on split rows. The lean greedy / temperature kernels use
-# far fewer registers at 1024 x 8 (benchmarks/kernel_registers.py), not yet timed.
-LAUNCH = {(kind, split): ((2048, 4) if split == "whole" else (1024, 4))
-          for kind in ("greedy", "sample", "filters") for split in ("whole", "split")}
+# per program). Measured (bench_sampling_kernel --sweep, H200, 2026-11-28, vocab 128k): whole rows
+# (bs 512) greedy 114 µs / temperature 145 µs at 1024 x 8 against 127 / 171 at 2048 x 4 (the lean
+# kernels need 54 / 65 registers there); the filters kernel 492 µs at 2048 x 4 against 533-689 at
+# the others. Split rows (bs 1): 1024 x 4 best or within noise in every mode.
+LAUNCH = {("greedy", "whole"): (1024, 8), ("sample", "whole"): (1024, 8), ("filters", "whole"): (2048, 4),
+          ("greedy", "split"): (1024, 4), ("sample", "split"): (1024, 4), ("filters", "split"): (1024, 4)}
 
 
 class SampledTokens(NamedTuple):

@@ -41,6 +41,7 @@ class EngineConfig:
     quantization: Optional[str] = None  # "int8": weight-only int8 linears (CPU; halves bytes read per token)
     cuda_graph_max_bs: int = 64
     disable_cuda_graph: bool = False
+    skip_warmup: bool = False  # CUDA: no start-up requests that compile Triton kernels (runtime/warmup.py)
     # Overlapped scheduling: the host schedules step N+1 and processes step N's tokens while the
     # device runs step N+1. "auto": on for CUDA, off on CPU (one set of cores does both anyway).
     overlap_schedule: str = "auto"

@@ -47,6 +47,13 @@ class Engine(GenerateAPI, EngineLoop):
         self.num_steps = 0
         self.num_generated_tokens = 0
         self.num_overlapped_steps = 0  # steps whose read-back waited for the next launch
+        if self.device.startswith("cuda") and not self.config.skip_warmup:
+            from .warmup import warm_up
+            try:
+                warm_up(self)
+            except BaseException:
+                self.shutdown()
+                raise
         self.load_time = time.perf_counter() - t0
 
     def _load(self) -> None:

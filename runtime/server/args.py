@@ -37,6 +37,7 @@ ENGINE_FLAG_HELP = {
     "attention_backend": f"attention implementation, one of {ATTENTION_BACKENDS}",
     "cuda_graph_max_bs": "largest decode batch captured in a CUDA graph",
     "disable_cuda_graph": "run decode eagerly on CUDA",
+    "skip_warmup": "CUDA: skip the start-up requests that compile the Triton kernels a first request needs",
     "overlap_schedule": "auto (on for CUDA) / on / off: schedule step N+1 while step N runs on the device",
     "num_threads": "torch intra-op threads on CPU",
     "tp_size": "tensor parallelism: shard the model over this many devices (one process each)",

@@ -252,3 +252,17 @@ def test_shutdown_twice_is_harmless():
     assert eng.generate("Hi", {"max_new_tokens": 2})["meta_info"]["completion_tokens"] == 2
     eng.shutdown()
     eng.shutdown()
+
+
+def test_warm_up_leaves_a_fresh_engine(engine_fp32):
+    """runtime/warmup.py (run at start on CUDA only; called here on the CPU engine): its requests
+    complete and it leaves no cached prefix and zeroed counters; later requests are unaffected."""
+    from sgl_lang.runtime.warmup import warm_up
+    params = {"temperature": 0, "max_new_tokens": 8}
+    before = engine_fp32.generate("The capital of France is", sampling_params=params)["text"]
+    warm_up(engine_fp32)
+    stats = engine_fp32.get_stats()
+    assert stats["num_steps"] == 0 and stats["num_generated_tokens"] == 0
+    assert stats["cached_tokens"] == 0 and stats["prompt_tokens_total"] == 0
+    engine_fp32.check_integrity()
+    assert engine_fp32.generate("The capital of France is", sampling_params=params)["text"] == before

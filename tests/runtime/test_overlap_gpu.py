@@ -49,6 +49,27 @@ def engine(tmp_path_factory):
     eng.shutdown()
 
 
+def test_start_up_warm_up_leaves_nothing_to_compile_for_a_first_request(engine):
+    """runtime/warmup.py: the engine starts with fresh counters and an empty cache, and a batch-1
+    request (fresh prompt, greedy, then temperature + top-p) compiles no Triton kernel."""
+    knobs = pytest.importorskip("triton.knobs")
+    if not hasattr(knobs.runtime, "jit_cache_hook"):
+        pytest.skip("this Triton has no jit_cache_hook")
+    stats = engine.get_stats()
+    assert stats["num_steps"] == 0 and stats["cached_tokens"] == 0 and stats["prompt_tokens_total"] == 0
+    compiled = []
+    saved = knobs.runtime.jit_cache_hook
+    knobs.runtime.jit_cache_hook = lambda *a, **kw: compiled.append(kw.get("repr", "?")) or False
+    try:
+        for params in ({"temperature": 0}, {"temperature": 0.7, "top_p": 0.9}):
+            out = engine.generate("A first request of its kind, batch one.",
+                                  sampling_params=dict(params, max_new_tokens=6, ignore_eos=True))
+            assert out["meta_info"]["completion_tokens"] == 6
+    finally:
+        knobs.runtime.jit_cache_hook = saved
+    assert compiled == []
+
+
 def test_constrained_and_penalised_requests_run_ahead_on_gpu(engine):
     before = engine.get_stats()
     free = [{"temperature": 0, "max_new_tokens": 40, "ignore_eos": True} for _ in range(4)]

@@ -1,0 +1,100 @@
+"""Decode attention launch sweep on the GPU: KV splits x keys per loop step x pipeline stages, at
+the decode shapes the engine benchmarks run (prints a table; nothing is written to docs/):
+
+    python -m benchmarks.bench_decode_attention
+
+Slots are contiguous per sequence (as the pool hands them out to a fresh batch). Each time is GPU
+time per call with no launch gaps, as in the engine's captured decode step: 8 calls, each on its
+own copy of the KV cache (so the cache is not served from L2), captured in one CUDA graph; replay
+time / 8, best of 3. The floor reads K and V once at the measured copy bandwidth.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from benchmarks.report import table
+
+# (name, bs, seq, Hq, Hkv, D)
+SHAPES = [("smollm2-135m", 64, 768, 9, 3, 64), ("smollm2-135m", 1, 640, 9, 3, 64),
+          ("smollm2-135m", 128, 768, 9, 3, 64), ("llama-3.2-1b", 256, 1024, 32, 8, 64),
+          ("llama-3.1-8b", 64, 768, 32, 8, 128), ("llama-3.1-8b", 1, 640, 32, 8, 128),
+          ("llama-3.1-8b", 16, 2048, 32, 8, 128)]
+
+
+def _bandwidth() -> float:
+    import triton.testing
+    x = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    ms = triton.testing.do_bench(lambda: y.copy_(x))
+    return 2 * x.numel() / (ms * 1e-3)
+
+
+def _graph_us(calls, n: int) -> float:
+    """GPU µs per call of `calls` (which makes n calls), replayed from one CUDA graph."""
+    calls()  # compile outside the capture
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        calls()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        calls()
+    best = float("inf")
+    for _ in range(3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, 1e3 * start.elapsed_time(end) / n)
+    return best
+
+
+def main() -> None:
+    from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
+    bw = _bandwidth()
+    rows, best = [], {}
+    copies = 8
+    for name, bs, seq, hq, hkv, d in SHAPES:
+        caches = []
+        for _ in range(copies):
+            kc = torch.randn(bs * seq + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
+            caches.append((kc, torch.randn_like(kc)))
+        r2t = (torch.arange(bs * seq, device="cuda") + 1).view(bs, seq)
+        q = torch.randn(bs, hq, d, device="cuda", dtype=torch.bfloat16)
+        lens = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
+        out = torch.empty(bs, hq * d, device="cuda", dtype=torch.bfloat16)
+        floor = 2 * bs * seq * hkv * d * 2 / bw * 1e6
+        picked = pick_num_kv_splits(bs, hkv)
+        default_n = 64 if d <= 64 else 32  # the keys per step before 2026-11-28 (now twice that)
+        times = {}
+        for s in (1, 2, 4, 8, 16, 32):
+            for bn in sorted({default_n, 2 * default_n}):
+                for st in (2, 3):
+                    def calls():
+                        for kc, vc in caches:
+                            decode_attention(q, kc, vc, r2t, lens, s, out=out, block_n=bn, num_stages=st)
+                    times[(s, bn, st)] = _graph_us(calls, copies)
+        del caches
+        key = f"{name} bs={bs} len={seq} H={hq}/{hkv} D={d}"
+        top = min(times, key=times.get)
+        now = times[(picked, 2 * default_n, 3)]
+        best[key] = {"picked": [picked, 2 * default_n, 3, now], "best": [*top, times[top]],
+                     "all": {str(k): v for k, v in times.items()}}
+        by_s = {s: min(v for k, v in times.items() if k[0] == s) for s in (1, 2, 4, 8, 16, 32)}
+        rows.append([key, floor, now, f"S={top[0]} N={top[1]} st={top[2]}: {times[top]:.1f}",
+                     " ".join(f"{s}:{v:.1f}" for s, v in by_s.items())])
+        print(rows[-1], flush=True)
+    print(f"{torch.cuda.get_device_name(0)}, copy bandwidth {bw / 1e12:.2f} TB/s")
+    print(table(["shape", "KV floor µs", f"engine's pick µs", "best (splits, keys/step, stages)",
+                 "best µs per split count"], rows))
+    with open(os.path.join(os.environ.get("OUT", "."), "bench_decode_attention.json"), "w") as f:
+        json.dump(best, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
