@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_session.sh sampling  # bench_sampling_kernel                       (~2 min)
 #   bash benchmarks/gpu_session.sh sweep     # the sampling kernel's launch shapes, bs 512 and 1 (~3 min)
 #   bash benchmarks/gpu_session.sh tp        # bench_tp 8B at tp 1 2 (tp 1 alone on 1 GPU)  (~2 min)
+#   bash benchmarks/gpu_session.sh loop      # the engine loop profiled: device idle gaps, host waits (~2 min)
 #   bash benchmarks/gpu_session.sh attn      # decode attention: splits x keys per step x stages (~2 min)
 #   bash benchmarks/gpu_session.sh profile   # kernels of one 135M batch-64 decode graph step (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
@@ -64,8 +65,10 @@ for arg in "$@"; do
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
         attn) part attn ${lim:-200} python3 -m benchmarks.bench_decode_attention ;;
         profile) part profile ${lim:-120} python3 -m benchmarks.profile_decode --shape smollm2-135m --bs 64 --ctx 768 ;;
+        loop) part loop ${lim:-150} bash -c "python3 -m benchmarks.profile_decode --loop --shape smollm2-135m --bs 64 --ctx 512 &&
+                                              python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop)" ;;
     esac
 done
 ls "$OUT"

@@ -5,6 +5,12 @@ name, per step. Run on the GPU (it prints a table; nothing is written to docs/):
 
 The engine first decodes a real batch (prompts of ctx - 16 tokens, 16 new tokens each), so the
 graph's static inputs hold that batch (its sequence lengths, its KV slots) when it is replayed.
+
+    python -m benchmarks.profile_decode --loop      # the engine's own loop instead of bare replays
+
+--loop profiles a whole generate call (host and device): how long the device sat idle between
+kernels during the decode steps (gaps over 5 µs, their count and sum), the host-side calls that
+waited for the device, and the host ops with the most self time.
 """
 from __future__ import annotations
 
@@ -66,13 +72,69 @@ def profile(shape: str, bs: int, ctx: int, replays: int) -> tuple[list[list], fl
     return rows, step_us, {k: v for k, v in per_name.items()}
 
 
+def profile_loop(shape: str, bs: int, ctx: int, out_len: int = 64) -> str:
+    cfg = SHAPES[shape]
+    eng = random_engine(cfg, device="cuda", dtype="bfloat16", max_running_requests=max(bs, 64),
+                        cuda_graph_max_bs=max(bs, 64), chunked_prefill_size=8192, max_prefill_tokens=16384)
+    g = random.Random(1)
+    params = {"temperature": 0, "max_new_tokens": out_len, "ignore_eos": True}
+    warm = [[g.randrange(10, cfg["vocab_size"]) for _ in range(ctx)] for _ in range(bs)]
+    eng.generate(input_ids=warm, sampling_params=dict(params, max_new_tokens=8))
+    eng.flush_cache()
+    prompts = [[g.randrange(10, cfg["vocab_size"]) for _ in range(ctx)] for _ in range(bs)]
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        outs = eng.generate(input_ids=prompts, sampling_params=params)
+        torch.cuda.synchronize()
+    eng.shutdown()
+    # the decode phase: from the last request's first token on (host clock, as bench_gpu)
+    ttft = max(o["meta_info"]["ttft"] for o in outs)
+    e2e = max(o["meta_info"]["e2e_latency"] for o in outs)
+    kernels = sorted((ev.time_range.start, ev.time_range.end) for ev in prof.events()
+                     if ev.device_type == torch.autograd.DeviceType.CUDA and ev.device_time_total > 0)
+    t_end = kernels[-1][1]
+    t_start = t_end - 1e6 * (e2e - ttft)  # µs, the decode phase's start on the trace clock
+    busy, gaps, last = 0.0, [], None
+    for a, b in kernels:
+        if b < t_start:
+            continue
+        a = max(a, t_start)
+        if last is not None and a > last:
+            gaps.append(a - last)
+        busy += max(0.0, b - max(a, last or a))
+        last = max(last or b, b)
+    span = t_end - t_start
+    waits = collections.Counter()
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CPU and (
+                "ynchronize" in ev.name or ev.name in ("cudaMemcpyAsync", "cudaMemcpy", "cudaHostAlloc")):
+            waits[ev.name] += ev.cpu_time_total
+    steps = out_len - 1
+    lines = [f"{shape} engine loop, batch {bs}, prompt {ctx}, {out_len} new tokens: decode phase "
+             f"{span / 1e3:.1f} ms = {span / steps:.0f} µs per step; device busy {100 * busy / span:.1f}%; "
+             f"{len([x for x in gaps if x > 5])} gaps > 5 µs summing to {sum(x for x in gaps if x > 5) / steps:.0f} µs "
+             f"per step; largest gaps (µs): {[round(x) for x in sorted(gaps)[-8:]]}",
+             "host time in calls that can wait for the device (whole call, µs): "
+             + ", ".join(f"{k} {v:,.0f}" for k, v in waits.most_common()),
+             prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60)]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="smollm2-135m", choices=sorted(SHAPES))
     ap.add_argument("--bs", type=int, default=64)
     ap.add_argument("--ctx", type=int, default=768, help="sequence length at the profiled step")
     ap.add_argument("--replays", type=int, default=20)
+    ap.add_argument("--loop", action="store_true", help="profile the engine loop (see the docstring)")
     args = ap.parse_args()
+    if args.loop:
+        text = profile_loop(args.shape, args.bs, args.ctx)
+        print(text)
+        with open(os.path.join(os.environ.get("OUT", "."), f"profile_loop_{args.shape}_bs{args.bs}.txt"), "w") as f:
+            f.write(text)
+        return
     rows, step_us, raw = profile(args.shape, args.bs, args.ctx, args.replays)
     print(f"{args.shape} decode step, batch {args.bs}, context {args.ctx}, {torch.cuda.get_device_name(0)}: "
           f"{step_us:.0f} µs per graph replay = {args.bs * 1e6 / step_us:,.0f} tok/s at the GPU's pace")
