@@ -22,8 +22,11 @@ _NEW_TOKENS = 3
 
 def warm_up(engine) -> None:
     vocab = engine.loaded.vocab_size
+    prompt_len = min(_PROMPT_LEN, engine.max_context_len - _NEW_TOKENS - 1)  # (tiny context_length)
+    if prompt_len < 1:
+        return
     for i, mode in enumerate(_MODES):
-        prompt = [(7 + 31 * (i * _PROMPT_LEN + j)) % vocab for j in range(_PROMPT_LEN)]
+        prompt = [(7 + 31 * (i * prompt_len + j)) % vocab for j in range(prompt_len)]
         out = engine.generate(input_ids=prompt,
                               sampling_params=dict(mode, max_new_tokens=_NEW_TOKENS, ignore_eos=True))
         if "error" in out:
