@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu_session.sh sweep     # the sampling kernel's launch shapes, bs 512 and 1 (~3 min)
 #   bash benchmarks/gpu_session.sh tp        # bench_tp 8B at tp 1 2 (tp 1 alone on 1 GPU)  (~2 min)
 #   bash benchmarks/gpu_session.sh loop      # the engine loop profiled: device idle gaps, host waits (~2 min)
+#   bash benchmarks/gpu_session.sh ttft      # host time of a batch-1 first token, by part (~1 min)
 #   bash benchmarks/gpu_session.sh attn      # decode attention: splits x keys per step x stages (~2 min)
 #   bash benchmarks/gpu_session.sh profile   # kernels of one 135M batch-64 decode graph step (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
@@ -63,12 +64,13 @@ for arg in "$@"; do
         sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
         sweep) part sweep ${lim:-240} python3 -m benchmarks.bench_sampling_kernel --sweep --no-write --bs 1 --vocab 128256 ;;
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
+        ttft) part ttft ${lim:-120} python3 -m benchmarks.profile_ttft --shape smollm2-135m --prompt 512 ;;
         attn) part attn ${lim:-200} python3 -m benchmarks.bench_decode_attention ;;
         profile) part profile ${lim:-120} python3 -m benchmarks.profile_decode --shape smollm2-135m --bs 64 --ctx 768 ;;
         loop) part loop ${lim:-150} bash -c "python3 -m benchmarks.profile_decode --loop --shape smollm2-135m --bs 64 --ctx 512 &&
                                               python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft)" ;;
     esac
 done
 ls "$OUT"
