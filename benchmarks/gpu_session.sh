@@ -64,7 +64,7 @@ for arg in "$@"; do
         sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
         sweep) part sweep ${lim:-240} python3 -m benchmarks.bench_sampling_kernel --sweep --no-write --bs 1 --vocab 128256 ;;
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
-        ttft) part ttft ${lim:-120} python3 -m benchmarks.profile_ttft --shape smollm2-135m --prompt 512 ;;
+        ttft) part ttft ${lim:-120} bash -c "python3 -m benchmarks.bench_launch; python3 -m benchmarks.profile_ttft --shape smollm2-135m --prompt 512" ;;
         attn) part attn ${lim:-200} python3 -m benchmarks.bench_decode_attention ;;
         profile) part profile ${lim:-120} python3 -m benchmarks.profile_decode --shape smollm2-135m --bs 64 --ctx 768 ;;
         loop) part loop ${lim:-150} bash -c "python3 -m benchmarks.profile_decode --loop --shape smollm2-135m --bs 64 --ctx 512 &&
