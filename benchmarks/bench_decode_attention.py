@@ -1,7 +1,8 @@
 """Decode attention launch sweep on the GPU: KV splits x keys per loop step x pipeline stages, at
 the decode shapes the engine benchmarks run (prints a table; nothing is written to docs/):
 
-    python -m benchmarks.bench_decode_attention
+    python -m benchmarks.bench_decode_attention            # the sweep, then the merge comparison
+    python -m benchmarks.bench_decode_attention --merge    # the merge comparison only
 
 Slots are contiguous per sequence (as the pool hands them out to a fresh batch). Each time is GPU
 time per call with no launch gaps, as in the engine's captured decode step: 8 calls, each on its
@@ -54,20 +55,24 @@ def _graph_us(calls, n: int) -> float:
     return best
 
 
-def main() -> None:
+def _inputs(bs, seq, hq, hkv, d, copies):
+    caches = []
+    for _ in range(copies):
+        kc = torch.randn(bs * seq + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
+        caches.append((kc, torch.randn_like(kc)))
+    r2t = (torch.arange(bs * seq, device="cuda") + 1).view(bs, seq)
+    q = torch.randn(bs, hq, d, device="cuda", dtype=torch.bfloat16)
+    lens = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
+    out = torch.empty(bs, hq * d, device="cuda", dtype=torch.bfloat16)
+    return caches, r2t, q, lens, out
+
+
+def sweep(bw: float, copies: int = 8) -> None:
+    """Splits x keys per step x stages at every shape; the table and bench_decode_attention.json."""
     from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
-    bw = _bandwidth()
     rows, best = [], {}
-    copies = 8
     for name, bs, seq, hq, hkv, d in SHAPES:
-        caches = []
-        for _ in range(copies):
-            kc = torch.randn(bs * seq + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
-            caches.append((kc, torch.randn_like(kc)))
-        r2t = (torch.arange(bs * seq, device="cuda") + 1).view(bs, seq)
-        q = torch.randn(bs, hq, d, device="cuda", dtype=torch.bfloat16)
-        lens = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
-        out = torch.empty(bs, hq * d, device="cuda", dtype=torch.bfloat16)
+        caches, r2t, q, lens, out = _inputs(bs, seq, hq, hkv, d, copies)
         floor = 2 * bs * seq * hkv * d * 2 / bw * 1e6
         picked = pick_num_kv_splits(bs, hkv)
         default_n = 64 if d <= 64 else 32  # the keys per step before 2026-11-28 (now twice that)
@@ -89,11 +94,43 @@ def main() -> None:
         rows.append([key, floor, now, f"S={top[0]} N={top[1]} st={top[2]}: {times[top]:.1f}",
                      " ".join(f"{s}:{v:.1f}" for s, v in by_s.items())])
         print(rows[-1], flush=True)
-    print(f"{torch.cuda.get_device_name(0)}, copy bandwidth {bw / 1e12:.2f} TB/s")
-    print(table(["shape", "KV floor µs", f"engine's pick µs", "best (splits, keys/step, stages)",
+    print(table(["shape", "KV floor µs", "engine's pick µs", "best (splits, keys/step, stages)",
                  "best µs per split count"], rows))
     with open(os.path.join(os.environ.get("OUT", "."), "bench_decode_attention.json"), "w") as f:
         json.dump(best, f, indent=1)
+
+
+def merge(bw: float, copies: int = 8) -> None:
+    """At the engine's launch, the split merge in the last program (one launch) vs a second launch."""
+    from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
+    rows = []
+    for name, bs, seq, hq, hkv, d in SHAPES:
+        s = pick_num_kv_splits(bs, hkv)
+        if s == 1:
+            continue
+        caches, r2t, q, lens, out = _inputs(bs, seq, hq, hkv, d, copies)
+        us = {}
+        for fused in (True, False):
+            def calls():
+                for kc, vc in caches:
+                    decode_attention(q, kc, vc, r2t, lens, s, out=out, fused_merge=fused)
+            us[fused] = _graph_us(calls, copies)
+        del caches
+        rows.append([f"{name} bs={bs} len={seq} H={hq}/{hkv} D={d} S={s}",
+                     2 * bs * seq * hkv * d * 2 / bw * 1e6, us[True], us[False]])
+    print(table(["shape", "KV floor µs", "merge in the last program µs", "merge launch µs"], rows))
+
+
+def main() -> None:
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--merge", action="store_true", help="only the merge comparison (seconds)")
+    args = ap.parse_args()
+    bw = _bandwidth()
+    print(f"{torch.cuda.get_device_name(0)}, copy bandwidth {bw / 1e12:.2f} TB/s")
+    if not args.merge:
+        sweep(bw)
+    merge(bw)
 
 
 if __name__ == "__main__":

@@ -66,11 +66,12 @@ for arg in "$@"; do
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
         ttft) part ttft ${lim:-120} bash -c "python3 -m benchmarks.bench_launch; python3 -m benchmarks.profile_ttft --shape smollm2-135m --prompt 512" ;;
         attn) part attn ${lim:-200} python3 -m benchmarks.bench_decode_attention ;;
+        merge) part merge ${lim:-90} python3 -m benchmarks.bench_decode_attention --merge ;;
         profile) part profile ${lim:-120} python3 -m benchmarks.profile_decode --shape smollm2-135m --bs 64 --ctx 768 ;;
         loop) part loop ${lim:-150} bash -c "python3 -m benchmarks.profile_decode --loop --shape smollm2-135m --bs 64 --ctx 512 &&
                                               python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge)" ;;
     esac
 done
 ls "$OUT"

@@ -10,13 +10,15 @@
         kv = h // (Hq // Hkv); slots = req_to_token[i, :seq_lens[i]]
         out[i, h] = softmax(q[i, h] . k_cache[slots, kv]^T / sqrt(D)) @ v_cache[slots, kv]
 
-Two launches (one when S = 1). Stage 1, grid (bs, Hkv, S): program (i, kv, s) owns the s-th of S equal pieces of
-sequence i's keys and all G = Hq / Hkv query heads that share KV head kv (each key tile is read
-once for the whole group; the group is padded to 16 rows so tl.dot applies). It writes a partial
-output and its log-sum-exp (with S = 1: the final output). Stage 2, grid (bs, Hq), merges the S
-partials:
+Stage 1, grid (bs, Hkv, S): program (i, kv, s) owns the s-th of S equal pieces of sequence i's
+keys and all G = Hq / Hkv query heads that share KV head kv (each key tile is read once for the
+whole group; the group is padded to 16 rows so tl.dot applies). It writes a partial output and its
+log-sum-exp (with S = 1: the final output). The S partials are merged
 
     out = sum_s exp(lse_s - max lse) * o_s / sum_s exp(lse_s - max lse)
+
+by the last of the S programs of (i, kv) to finish (an arrival counter per (i, kv), reset by that
+program): one launch. With fused_merge=False a second launch, grid (bs, Hq), merges instead.
 
 S (num_kv_splits) is a power of two chosen by the caller from the batch size only, so a CUDA graph
 captured for a batch size stays valid for every sequence length; no host sync is needed.
@@ -33,11 +35,12 @@ from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_
 
 
 @triton.jit
-def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out,
+def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
                    stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_rb,
                    stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_outb,
                    sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr,
-                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr):
+                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                   MERGE_LAST: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -85,6 +88,41 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out,
         tl.store(MidO + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :],
                  o, mask=mask_h[:, None] & mask_d[None, :])
         tl.store(MidLse + b * stride_lb + heads * stride_lh + split, lse, mask=mask_h)
+        if MERGE_LAST:
+            # the last of the S programs of (b, kv) to arrive merges the S partials (no second
+            # launch); its counter goes back to 0 for the next call
+            tl.debug_barrier()
+            count = Arrived + b * tl.num_programs(1) + kvh
+            if tl.atomic_add(count, 1, sem="acq_rel") == NUM_SPLITS - 1:
+                tl.debug_barrier()
+                _merge_splits(MidO, MidLse, Out, b, heads, mask_h, offs_d, mask_d, stride_ob, stride_oh,
+                              stride_os, stride_lb, stride_lh, stride_outb, D, BLOCK_H, BLOCK_D, NUM_SPLITS)
+                tl.atomic_xchg(count, 0)
+
+
+@triton.jit
+def _merge_splits(MidO, MidLse, Out, b, heads, mask_h, offs_d, mask_d, stride_ob, stride_oh, stride_os,
+                  stride_lb, stride_lh, stride_outb, D: tl.constexpr, BLOCK_H: tl.constexpr,
+                  BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr):
+    """out[b, heads] from the S partials, one split at a time (as small as the main loop's state)."""
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
+    for s in range(NUM_SPLITS):
+        lse = tl.load(MidLse + b * stride_lb + heads * stride_lh + s, mask=mask_h, other=float("-inf"),
+                      volatile=True)  # [BLOCK_H]; -inf: an empty split
+        o = tl.load(MidO + b * stride_ob + heads[:, None] * stride_oh + s * stride_os + offs_d[None, :],
+                    mask=mask_h[:, None] & mask_d[None, :], other=0.0, volatile=True)  # [BLOCK_H, BLOCK_D]
+        m_new = tl.maximum(m, lse)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_safe)
+        w = tl.exp(lse - m_safe)
+        l = l * alpha + w
+        acc = acc * alpha[:, None] + o * w[:, None]
+        m = m_new
+    out = acc / tl.where(l > 0, l, 1.0)[:, None]
+    tl.store(Out + b * stride_outb + heads[:, None] * D + offs_d[None, :], out.to(Out.dtype.element_ty),
+             mask=mask_h[:, None] & mask_d[None, :])
 
 
 @triton.jit
@@ -130,10 +168,11 @@ def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      req_to_token: torch.Tensor, seq_lens: torch.Tensor, num_kv_splits: int = 8,
                      out: torch.Tensor | None = None, block_n: int | None = None,
-                     num_stages: int = 3) -> torch.Tensor:
+                     num_stages: int = 3, fused_merge: bool = True) -> torch.Tensor:
     """See the module docstring. Every seq_lens[i] must be >= 1. block_n (keys per loop step,
     a power of two >= 16; None: 128 for D <= 64, else 64) and num_stages are launch knobs
-    (benchmarks/bench_decode_attention.py sweeps them)."""
+    (benchmarks/bench_decode_attention.py sweeps them). fused_merge: with S > 1, the last of a
+    sequence's S programs merges the partials (one launch) instead of a second launch."""
     _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
     bs, hq, d = q.shape
     hkv = k_cache.shape[1]
@@ -150,20 +189,34 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         mid_o = torch.empty(bs, hq, num_kv_splits, d, dtype=torch.float32, device=q.device)
         mid_lse = torch.empty(bs, hq, num_kv_splits, dtype=torch.float32, device=q.device)
         o_strides, lse_strides = mid_o.stride()[:3], mid_lse.stride()[:2]
+    merge_last = fused_merge and num_kv_splits > 1
+    arrived = _arrival_counters(q.device, bs * hkv) if merge_last else seq_lens
     _decode_stage1[(bs, hkv, num_kv_splits)](
-        q, k_cache, v_cache, req_to_token, seq_lens, mid_o, mid_lse, out,
+        q, k_cache, v_cache, req_to_token, seq_lens, mid_o, mid_lse, out, arrived,
         *paged_qkv_strides(q, k_cache, v_cache), req_to_token.stride(0),
         *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d),
         G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=block_n or (128 if block_d <= 64 else 64), NUM_SPLITS=num_kv_splits,
-        num_warps=4, num_stages=num_stages)
-    if num_kv_splits == 1:
+        MERGE_LAST=merge_last, num_warps=4, num_stages=num_stages)
+    if num_kv_splits == 1 or merge_last:
         return out
     _decode_stage2[(bs, hq)](
         mid_o, mid_lse, out, mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
         mid_lse.stride(0), mid_lse.stride(1), out.stride(0),
         D=d, BLOCK_D=block_d, NUM_SPLITS=num_kv_splits, num_warps=2)
     return out
+
+
+_ARRIVALS: dict = {}  # device -> [int32 counters], largest last; every buffer is kept alive
+
+
+def _arrival_counters(device: torch.device, n: int) -> torch.Tensor:
+    """n int32 counters, zero between calls (the merging program resets its own). A larger
+    request allocates a new buffer but keeps the old ones: a captured CUDA graph may use them."""
+    buffers = _ARRIVALS.setdefault(device, [])
+    if not buffers or buffers[-1].numel() < n:
+        buffers.append(torch.zeros(max(n, 1024), dtype=torch.int32, device=device))
+    return buffers[-1]
 
 
 def decode_attention_ref(q, k_cache, v_cache, req_to_token, seq_lens) -> torch.Tensor:
