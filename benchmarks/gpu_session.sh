@@ -4,6 +4,8 @@
 #
 #   bash benchmarks/gpu_session.sh tests     # GPU-marked tests + the fused-kernel tests   (~4 min)
 #   bash benchmarks/gpu_session.sh engine    # bench_gpu: ours vs HF, offline, attention   (~3 min)
+#   bash benchmarks/gpu_session.sh engine135 # bench_gpu, the 135M shape only, no HF        (~1 min)
+#   bash benchmarks/gpu_session.sh quicktests  # attention kernels + the engine on the GPU (~1 min)
 #   bash benchmarks/gpu_session.sh sampling  # bench_sampling_kernel                       (~2 min)
 #   bash benchmarks/gpu_session.sh sweep     # the sampling kernel's launch shapes, bs 512 and 1 (~3 min)
 #   bash benchmarks/gpu_session.sh tp        # bench_tp 8B at tp 1 2 (tp 1 alone on 1 GPU)  (~2 min)
@@ -61,6 +63,9 @@ for arg in "$@"; do
         tests) part tests ${lim:-300} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
                    tests/kernels tests/runtime/test_overlap_gpu.py tests/distributed/test_tp_gpu.py ;;
         engine) part engine ${lim:-420} python3 -m benchmarks.bench_gpu ;;
+        engine135) part engine135 ${lim:-120} python3 -m benchmarks.bench_gpu --shapes smollm2-135m --no-hf --no-offline --no-kernels --no-write ;;
+        quicktests) part quicktests ${lim:-120} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=100 \
+                   tests/kernels/test_attention_kernels.py tests/kernels/test_attention_backend.py tests/runtime/test_overlap_gpu.py ;;
         sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
         sweep) part sweep ${lim:-240} python3 -m benchmarks.bench_sampling_kernel --sweep --no-write --bs 1 --vocab 128256 ;;
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
@@ -71,7 +76,7 @@ for arg in "$@"; do
         loop) part loop ${lim:-150} bash -c "python3 -m benchmarks.profile_decode --loop --shape smollm2-135m --bs 64 --ctx 512 &&
                                               python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, engine135, quicktests)" ;;
     esac
 done
 ls "$OUT"
