@@ -180,10 +180,12 @@ class ModelRunner:
         if handle.ready is not None:
             handle.ready.synchronize()
         n = len(handle.batch.reqs)
+        toks, lps = handle.host_tokens.tolist(), handle.host_logprobs.tolist()
+        if len(toks) == n:  # every req sampled (sampling is increasing): rows are reqs
+            return RunnerOutput(toks, lps, [None] * n)  # (no input logprobs)
         next_ids: list[Optional[int]] = [None] * n
         next_lp: list[Optional[float]] = [None] * n
-        for j, (tok, lp) in enumerate(zip(handle.host_tokens.tolist(), handle.host_logprobs.tolist())):
-            i = handle.sampling[j]
+        for i, tok, lp in zip(handle.sampling, toks, lps):
             next_ids[i], next_lp[i] = tok, lp
         return RunnerOutput(next_ids, next_lp, [None] * n)  # (no input logprobs)
 

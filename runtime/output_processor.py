@@ -28,32 +28,69 @@ class OutputProcessor:
                                       lazy=not req.stream)
 
     def process(self, batch: ScheduledBatch, out: RunnerOutput) -> None:
+        tokens = out.next_token_ids
         for i, req in enumerate(batch.reqs):
-            if req.is_finished:
+            if req.finish_reason is not None:  # req.is_finished
                 continue
-            if out.input_logprobs and out.input_logprobs[i]:
-                if not req.input_token_logprobs:
-                    start = req.logprob_start_len
-                    req.input_token_logprobs.append((None, req.prompt_ids[start]))
-                    req.input_top_logprobs.append(None)
-                req.input_token_logprobs.extend(out.input_logprobs[i])
-                req.input_top_logprobs.extend(out.input_top_logprobs[i] or [None] * len(out.input_logprobs[i]))
-            elif req.logprob_start_len == len(req.prompt_ids) - 1 and not req.input_token_logprobs \
-                    and req.kv_len >= len(req.prompt_ids):
-                req.input_token_logprobs.append((None, req.prompt_ids[-1]))
+            token = tokens[i]
+            if token is not None and not req.return_logprob and req.grammar is None and not req.error:
+                self._append_plain_token(req, token)
+            else:
+                self._process_one(batch, out, i, req)
+
+    def _append_plain_token(self, req: Req, token: int) -> None:
+        """What _process_one does for a sampled token of a request with no logprobs, grammar or
+        error (most requests, most steps), without its general branches: this runs for every
+        request and step. (Without logprobs there are no input logprobs: logprob_start_len < 0.)"""
+        p = req.params
+        try:
+            if req.first_token_at is None:
+                req.first_token_at = time.perf_counter()
+            req.output_ids.append(token)
+            if token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids):
+                req.finish({"type": "stop", "matched": token})
+            else:
+                detok = req.detok
+                detok.add_token(token)
+                if detok.matched_stop is not None:
+                    req.finish({"type": "stop", "matched": detok.matched_stop})
+            if req.finish_reason is None:
+                if len(req.output_ids) >= p.max_new_tokens:
+                    req.finish({"type": "length", "length": p.max_new_tokens})
+                elif len(req.prompt_ids) + len(req.output_ids) >= self.max_context_len:
+                    req.finish({"type": "length", "length": len(req.output_ids)})
+        except Exception as e:  # tokenizer code failing ends only this request
+            req.error = req.error or f"{type(e).__name__}: {e}"
+            if not req.is_finished:
+                req.finish({"type": "abort", "message": req.error})
+        if req.stream or req.finish_reason is not None:
+            self.emit(req)
+
+    def _process_one(self, batch: ScheduledBatch, out: RunnerOutput, i: int, req: Req) -> None:
+        """Apply batch.reqs[i]'s results of the step (any request that has not finished)."""
+        if out.input_logprobs and out.input_logprobs[i]:
+            if not req.input_token_logprobs:
+                start = req.logprob_start_len
+                req.input_token_logprobs.append((None, req.prompt_ids[start]))
                 req.input_top_logprobs.append(None)
-            token = out.next_token_ids[i]
-            if token is None:
-                # prefill-only request (max_new_tokens == 0) whose last chunk was this step (judged
-                # on the step itself: with overlap the next step may already be committed)
-                reached_end = batch.prefix_lens[i] + batch.extend_lens[i] >= req.seq_len
-                if reached_end and req.num_output_tokens >= req.params.max_new_tokens:
-                    req.finish({"type": "length", "length": 0})
-                    self.emit(req)
-                continue
-            self._append_token(req, token, out.next_token_logprobs[i], out.next_top_logprobs[i])
-            if req.stream or req.is_finished:
+            req.input_token_logprobs.extend(out.input_logprobs[i])
+            req.input_top_logprobs.extend(out.input_top_logprobs[i] or [None] * len(out.input_logprobs[i]))
+        elif req.logprob_start_len == len(req.prompt_ids) - 1 and not req.input_token_logprobs \
+                and req.kv_len >= len(req.prompt_ids):
+            req.input_token_logprobs.append((None, req.prompt_ids[-1]))
+            req.input_top_logprobs.append(None)
+        token = out.next_token_ids[i]
+        if token is None:
+            # prefill-only request (max_new_tokens == 0) whose last chunk was this step (judged
+            # on the step itself: with overlap the next step may already be committed)
+            reached_end = batch.prefix_lens[i] + batch.extend_lens[i] >= req.seq_len
+            if reached_end and req.num_output_tokens >= req.params.max_new_tokens:
+                req.finish({"type": "length", "length": 0})
                 self.emit(req)
+            return
+        self._append_token(req, token, out.next_token_logprobs[i], out.next_top_logprobs[i])
+        if req.stream or req.is_finished:
+            self.emit(req)
 
     def _append_token(self, req: Req, token: int, logprob, top) -> None:
         try:

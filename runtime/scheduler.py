@@ -159,6 +159,12 @@ class Scheduler:
     def commit(self, batch: ScheduledBatch) -> None:
         """After the forward: the new tokens now have KV in their slots."""
         slots = batch.out_cache_loc.tolist()
+        if len(slots) == len(batch.reqs):  # every req extended one token (decode)
+            for req, slot in zip(batch.reqs, slots):
+                req.kv_slots.append(slot)  # append_kv([slot])
+                req.kv_len += 1
+                req.extend_len = 0
+            return
         start = 0
         for req, n in zip(batch.reqs, batch.extend_lens):
             req.append_kv(slots[start:start + n])
