@@ -160,9 +160,9 @@ class Engine(GenerateAPI, EngineLoop):
         handle = self.runner.launch(batch, prev, complete_prev if prev is not None else None)
         if not early:
             self.scheduler.commit(batch)
-        for j, i in enumerate(handle.sampling):  # their tokens are on the device until read
-            batch.reqs[i].num_pending += 1
-            batch.reqs[i].pending_row = j
+        for j, req in enumerate(handle.sampled_reqs):  # their tokens are on the device until read
+            req.num_pending += 1
+            req.pending_row = j
         if prev is not None:
             done += early[0] if early else self._complete(prev)
         if self._overlap and handle.can_defer:
@@ -184,8 +184,8 @@ class Engine(GenerateAPI, EngineLoop):
     def _complete(self, handle) -> list[Req]:
         """Read a launched step back and apply it: tokens, stop checks, outputs, releases."""
         out = self.runner.collect(handle)
-        for i in handle.sampling:
-            handle.batch.reqs[i].num_pending -= 1
+        for req in handle.sampled_reqs:
+            req.num_pending -= 1
         self.processor.process(handle.batch, out)
         self.num_steps += 1
         self.num_generated_tokens += sum(t is not None for t in out.next_token_ids)

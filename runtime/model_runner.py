@@ -108,13 +108,16 @@ class ModelRunner:
         if self.batch_sender is not None:
             self.batch_sender.send(fb)  # the other ranks run the same forward
         sampling = [i for i, row in enumerate(sample_rows) if row >= 0]
-        reqs = [batch.reqs[i] for i in sampling]
-        needs_prev = complete_prev is not None and any(
+        reqs = list(batch.reqs) if len(sampling) == len(batch.reqs) else [batch.reqs[i] for i in sampling]
+        # whether some sample needs more than its logits (a grammar mask, penalty counts,
+        # logprobs): most steps none does, and the three tests below are skipped
+        has_extras = any(r.grammar is not None or r.params.has_penalties or r.return_logprob for r in reqs)
+        needs_prev = has_extras and complete_prev is not None and any(
             r.num_pending and (r.grammar is not None or r.params.has_penalties) for r in reqs)
         # The grammar masks of this step's samples depend only on tokens already accepted, so
         # the matchers fill them on a worker thread while the model runs (torch drops the GIL).
         mask_future = None
-        if not needs_prev and any(req.grammar is not None for req in reqs):
+        if has_extras and not needs_prev and any(req.grammar is not None for req in reqs):
             mask_future = self._mask_pool.submit(self._fill_grammar_bitmask, reqs)
         handle = StepHandle(batch, sampling)
         if fb.logits_indices.numel() == 0:
@@ -153,7 +156,7 @@ class ModelRunner:
             bitmask = self._fill_grammar_bitmask(reqs) if reqs else None
         elif mask_future is not None:
             bitmask = mask_future.result()
-        k = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0)
+        k = max((r.top_logprobs_num for r in reqs if r.return_logprob), default=0) if has_extras else 0
         read_now = k > 0 or any(input_rows)
         if reqs:
             out = self._sample(logits if is_every_row_sampled else logits[rows], reqs, info, bitmask, k)

@@ -92,18 +92,25 @@ class Scheduler:
 
         # 1. running requests: decodes first (1 token each), then unfinished prefill chunks
         decodes, prefills = [], []
+        max_context_len = self.max_context_len
         for req in self.running:
-            n = req.num_uncomputed
+            # (inlined, as this runs for every request and step: num_output_tokens, seq_len,
+            # num_uncomputed)
+            num_output = len(req.output_ids) + req.num_pending
+            seq_len = len(req.prompt_ids) + num_output
+            n = seq_len - req.kv_len
             if n > 1:
                 prefills.append(req)
-            elif n == 1 and not self._ends_when_read(req):
+            elif n == 1 and not (req.num_pending > 0 and (num_output >= req.params.max_new_tokens
+                                                          or seq_len >= max_context_len)):
+                # (with overlap, a req whose token in flight ends it by length decodes no further)
                 decodes.append(req)
         # one allocation for all decodes when they fit (the common case): no retraction is needed
         block = self.pool.alloc(len(decodes)) if decodes else None
         if block is not None:
             for req in decodes:
                 req.extend_len = 1
-                prefix_lens.append(req.kv_len)
+            prefix_lens.extend([req.kv_len for req in decodes])
             reqs.extend(decodes)
             extend_lens.extend([1] * len(decodes))
             chunks.append(block)
@@ -178,7 +185,7 @@ class Scheduler:
         for req in batch.reqs:
             if req.status is ReqStatus.FINISHED:
                 continue  # (overlap) it finished while this step ran and was released then
-            if req.is_finished:
+            if req.finish_reason is not None:  # req.is_finished
                 if req in self.running:
                     self.running.remove(req)
                 elif req in self.waiting:  # (overlap) retracted while its last token was in flight
@@ -186,14 +193,11 @@ class Scheduler:
                 self._release(req)
                 req.status = ReqStatus.FINISHED
                 done.append(req)
-            elif req.num_uncomputed > 1 and req.kv_len > req.locked_len:
-                self._cache_unfinished(req)  # a chunk finished: let others share it now
+            # num_uncomputed > 1 (inlined): a chunk finished, let others share it now
+            elif (len(req.prompt_ids) + len(req.output_ids) + req.num_pending - req.kv_len > 1
+                  and req.kv_len > req.locked_len):
+                self._cache_unfinished(req)
         return done
-
-    def _ends_when_read(self, req: Req) -> bool:
-        """(overlap) The token still in flight ends req by length: do not decode it further."""
-        return req.num_pending > 0 and (req.num_output_tokens >= req.params.max_new_tokens
-                                        or req.seq_len >= self.max_context_len)
 
     # ---- KV bookkeeping -------------------------------------------------------------------
     def _alloc(self, n: int) -> Optional[torch.Tensor]:

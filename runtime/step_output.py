@@ -41,6 +41,12 @@ class StepHandle:
     output: Optional[RunnerOutput] = None  # set when the step had to be read back at launch
 
     @property
+    def sampled_reqs(self) -> list:
+        """The reqs that sampled, in row order (batch.reqs itself when all did)."""
+        reqs = self.batch.reqs
+        return reqs if len(self.sampling) == len(reqs) else [reqs[i] for i in self.sampling]
+
+    @property
     def can_defer(self) -> bool:
         """Its read-back may wait while the next step launches."""
         return self.output is None
