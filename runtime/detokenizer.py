@@ -21,9 +21,13 @@ def plain_decoder(tokenizer) -> Callable[..., str]:
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer, skip_special_tokens: bool = True, stop: Sequence[str] = (),
-                 no_stop_trim: bool = False, lazy: bool = False):
+                 no_stop_trim: bool = False, lazy: bool = False,
+                 short_texts: Optional[dict[int, str]] = None):
         self.tokenizer = tokenizer
         self._plain_decode = plain_decoder(tokenizer)
+        # decode of windows of at most one token, by its id (-1: empty), for this tokenizer and
+        # skip_special_tokens; a runtime shares one among its detokenizers
+        self._short_texts = {} if short_texts is None else short_texts
         # lazy: nobody reads the text before the end (no stop strings, no streaming), so tokens
         # are only collected and decoded once by finish()
         self.lazy = lazy and not stop
@@ -44,11 +48,19 @@ class IncrementalDetokenizer:
     def add_token(self, token_id: int) -> str:
         """Append one token; return the newly emitted text (may be '' while a char is partial).
         After a stop string is matched, `matched_stop` is set and the text is trimmed."""
-        self.ids.append(token_id)
+        ids = self.ids
+        ids.append(token_id)
         if self.lazy:
             return ""
-        prefix_text = self._decode(self.ids[self.prefix_offset:self.read_offset])
-        new_text = self._decode(self.ids[self.prefix_offset:])
+        start, end = self.prefix_offset, self.read_offset
+        if end - start <= 1:  # (the common case: the token emitted last, one decode saved)
+            key = ids[start] if end > start else -1
+            prefix_text = self._short_texts.get(key)
+            if prefix_text is None:
+                prefix_text = self._short_texts[key] = self._decode(ids[start:end])
+        else:
+            prefix_text = self._decode(ids[start:end])
+        new_text = self._decode(ids[start:])
         if len(new_text) <= len(prefix_text) or new_text.endswith("\ufffd"):
             return ""
         delta = new_text[len(prefix_text):]

@@ -21,11 +21,14 @@ class OutputProcessor:
         self.num_jump_forward_tokens = 0
         self.eos_token_ids = frozenset(eos_token_ids)
         self.max_context_len = max_context_len
+        # per skip_special_tokens: the detokenizers' shared texts of single tokens
+        self._short_texts: dict[bool, dict[int, str]] = {True: {}, False: {}}
 
     def new_detokenizer(self, req: Req) -> IncrementalDetokenizer:
         p = req.params
         return IncrementalDetokenizer(self.tokenizer, p.skip_special_tokens, p.stop, p.no_stop_trim,
-                                      lazy=not req.stream)
+                                      lazy=not req.stream,
+                                      short_texts=self._short_texts[bool(p.skip_special_tokens)])
 
     def process(self, batch: ScheduledBatch, out: RunnerOutput) -> None:
         tokens = out.next_token_ids
@@ -159,7 +162,8 @@ class OutputProcessor:
                 logger.exception("output callback of request %s raised; its output is dropped", req.rid)
 
     def build_output(self, req: Req) -> ReqOutput:
-        text = req.detok.text[:req.detok.sent_len] if not req.is_finished else req.detok.text
+        is_finished = req.is_finished
+        text = req.detok.text if is_finished else req.detok.text[:req.detok.sent_len]
         meta = {
             "id": req.rid,
             "finish_reason": req.finish_reason,
@@ -168,7 +172,7 @@ class OutputProcessor:
             "cached_tokens": req.cached_len,
             "num_retractions": req.num_retractions,
         }
-        if req.is_finished:
+        if is_finished:
             meta["e2e_latency"] = req.finished_at - req.created_at
         if req.first_token_at is not None:
             meta["ttft"] = req.first_token_at - req.created_at
@@ -181,7 +185,7 @@ class OutputProcessor:
                                               for x in req.input_top_logprobs]
                 meta["output_top_logprobs"] = [None if x is None else [(lp, t, dec(t)) for lp, t in x]
                                                for x in req.output_top_logprobs]
-        return ReqOutput(req.rid, text, list(req.output_ids), meta, req.is_finished, req.error)
+        return ReqOutput(req.rid, text, list(req.output_ids), meta, is_finished, req.error)
 
     def _token_text(self, token: int) -> str:
         return self.tokenizer.decode([token])
