@@ -66,9 +66,11 @@ def build_forward_batch(batch: ScheduledBatch, prev: Optional[StepHandle], table
     for part in parts:
         ints += part
     packed = bytearray(struct.pack(f"{len(ints)}q", *ints))  # (3x faster than array.extend)
-    host = torch.cat([torch.frombuffer(packed, dtype=torch.int64), batch.out_cache_loc])
-    if device.type == "cuda":
-        host = host.pin_memory()
+    pieces = [torch.frombuffer(packed, dtype=torch.int64), batch.out_cache_loc]
+    if device.type == "cuda":  # joined straight into pinned memory
+        host = torch.cat(pieces, out=torch.empty(len(ints) + num_tokens, dtype=torch.int64, pin_memory=True))
+    else:
+        host = torch.cat(pieces)
     flat = host.to(device, non_blocking=True)
     (rows_dev, positions, input_ids, logits_indices, ext_dev, seq_lens_dev, _, sample_idx_dev,
      src, dst, out_cache_loc) = flat.split([len(x) for x in parts] + [num_tokens])

@@ -51,6 +51,7 @@ class CudaGraphRunner:
         self.out_cache_loc = torch.zeros(max_bs, **i64)
         self.req_to_token = torch.zeros(max_bs, max_context_len, **i64)
         self.seq_lens = torch.ones(max_bs, dtype=torch.int32, device=device)
+        self._rows: dict[int, tuple] = {}  # batch size -> (graph size, views of its rows), see _rows_of
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}  # graph size -> its output [g, vocab] f32
         self.batches: dict[int, ForwardBatch] = {}
@@ -91,18 +92,29 @@ class CudaGraphRunner:
         return (fb.is_decode and fb.batch_size <= self.max_bs
                 and fb.req_to_token.shape[1] <= self.max_context_len)
 
+    def _rows_of(self, bs: int) -> tuple:
+        """(g, input_ids, positions, out_cache_loc, req_to_token, seq_lens, logits): the graph size
+        a batch of bs runs and the first bs rows of its static buffers and output, made once per
+        batch size (each slice is a host-side torch call per step otherwise)."""
+        rows = self._rows.get(bs)
+        if rows is None:
+            g = next(s for s in self.batch_sizes if s >= bs)
+            rows = self._rows[bs] = (g, self.input_ids[:bs], self.positions[:bs], self.out_cache_loc[:bs],
+                                     self.req_to_token[:bs], self.seq_lens[:bs], self.logits[g][:bs])
+        return rows
+
     def replay(self, fb: ForwardBatch) -> torch.Tensor:
         """Run decode batch fb; -> logits [fb.batch_size, vocab] float32 (a view of the graph's
         output, valid until the next replay)."""
         bs = fb.batch_size
-        g = next(s for s in self.batch_sizes if s >= bs)
-        self.input_ids[:bs].copy_(fb.input_ids, non_blocking=True)
-        self.positions[:bs].copy_(fb.positions, non_blocking=True)
-        self.out_cache_loc[:bs].copy_(fb.out_cache_loc, non_blocking=True)
+        g, input_ids, positions, out_cache_loc, req_to_token, seq_lens, logits = self._rows_of(bs)
+        input_ids.copy_(fb.input_ids, non_blocking=True)
+        positions.copy_(fb.positions, non_blocking=True)
+        out_cache_loc.copy_(fb.out_cache_loc, non_blocking=True)
         width = fb.req_to_token.shape[1]
-        self.req_to_token[:bs, :width].copy_(fb.req_to_token, non_blocking=True)
+        req_to_token[:, :width].copy_(fb.req_to_token, non_blocking=True)
         lens = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens
-        self.seq_lens[:bs].copy_(lens, non_blocking=True)  # device-to-device when prepared there
+        seq_lens.copy_(lens, non_blocking=True)  # device-to-device when prepared there
         if g > bs:  # padding rows: token 0 at position 0, KV into dummy slot 0, one key (slot 0)
             self.input_ids[bs:g].zero_()
             self.positions[bs:g].zero_()
@@ -110,4 +122,4 @@ class CudaGraphRunner:
             self.req_to_token[bs:g, 0].zero_()
             self.seq_lens[bs:g].fill_(1)
         self.graphs[g].replay()
-        return self.logits[g][:bs]
+        return logits
