@@ -21,7 +21,7 @@ from .models.loader import LoadedModel
 from .request import Req
 from .penalties import apply_penalties, count_tokens
 from .sampler import sample, top_logprobs
-from .sampling_batch import BatchSamplingParams, SamplingBatchInfo
+from .sampling_batch import BatchSamplingParams, SampleFacts, SamplingBatchInfo, sample_facts
 from .scheduler import ScheduledBatch
 from .batch_builder import build_forward_batch
 from .step_output import RunnerOutput, StepHandle
@@ -50,6 +50,7 @@ class ModelRunner:
         self.grammar_bitmask: Optional[torch.Tensor] = None
         self._greedy_infos: dict[int, SamplingBatchInfo] = {}  # batch size -> all-greedy info
         self._batch_params: dict[tuple[int, ...], BatchSamplingParams] = {}  # ids of the params
+        self._facts: tuple[list[Req], SampleFacts] = ([], sample_facts([]))  # of the latest reqs
         max_len = min(config.context_length or loaded.max_context_len, loaded.max_context_len)
         self.table = ReqToTokenTable(config.max_running_requests + 8, max_len + 1, self.device)
         self.batch_sender = None  # tp_size > 1: TPDriver, sends each ForwardBatch to ranks 1..N-1
@@ -111,7 +112,7 @@ class ModelRunner:
         reqs = list(batch.reqs) if len(sampling) == len(batch.reqs) else [batch.reqs[i] for i in sampling]
         # whether some sample needs more than its logits (a grammar mask, penalty counts,
         # logprobs): most steps none does, and the three tests below are skipped
-        has_extras = any(r.grammar is not None or r.params.has_penalties or r.return_logprob for r in reqs)
+        has_extras = self._facts_of(reqs).has_extras
         needs_prev = has_extras and complete_prev is not None and any(
             r.num_pending and (r.grammar is not None or r.params.has_penalties) for r in reqs)
         # The grammar masks of this step's samples depend only on tokens already accepted, so
@@ -213,17 +214,26 @@ class ModelRunner:
         in_lp, in_top = self._input_logprobs(handle.batch, logits, input_rows)
         return RunnerOutput(next_ids, next_lp, next_top, in_lp, in_top)
 
+    def _facts_of(self, reqs: list[Req]) -> SampleFacts:
+        """sample_facts(reqs), remembered for the latest list of requests (a steady decode
+        samples the same requests step after step)."""
+        known, facts = self._facts
+        if reqs != known:  # (Req compares by identity)
+            facts = sample_facts(reqs)
+            self._facts = (list(reqs), facts)
+        return facts
+
     def _sampling_info(self, reqs: list[Req]) -> SamplingBatchInfo:
         """Queued to the device without blocking (a blocking copy would wait for the step still
         running there). All-greedy batches reuse one info per batch size; the others reuse their
         request set's constant tensors and only hash and copy the step's noise keys."""
-        params = [r.params for r in reqs]
-        if all(p.is_plain_greedy for p in params):
+        if self._facts_of(reqs).is_all_plain_greedy:
             info = self._greedy_infos.get(len(reqs))
             if info is None:
                 info = self._greedy_infos[len(reqs)] = SamplingBatchInfo.build(
-                    params, self.vocab_size, self.device, [r.num_output_tokens for r in reqs])
+                    [r.params for r in reqs], self.vocab_size, self.device, [r.num_output_tokens for r in reqs])
             return info
+        params = [r.params for r in reqs]
         key = tuple(map(id, params))  # the entry holds the params, so these ids stay theirs
         batch_params = self._batch_params.get(key)
         if batch_params is None:
@@ -237,7 +247,7 @@ class ModelRunner:
                 bitmask: Optional[torch.Tensor], k: int):
         """logits: [bs, vocab] f32 rows of the sampling requests; bitmask: [bs, W] int32 or None."""
         # min_new_tokens: EOS and stop ids are banned until enough tokens were produced
-        for j, req in enumerate(reqs):
+        for j, req in enumerate(reqs if self._facts_of(reqs).has_min_new_tokens else ()):
             if req.params.min_new_tokens and req.num_output_tokens < req.params.min_new_tokens:
                 banned = list(req.params.stop_token_ids) + ([] if req.params.ignore_eos else list(self.eos_token_ids))
                 if banned:

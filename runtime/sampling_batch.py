@@ -6,6 +6,9 @@ of them that stays the same while a batch keeps its requests.
       .at(steps) -> SamplingBatchInfo                 every step: the noise keys, hashed for all
                                                       rows at once, one host tensor, one copy
 
+SampleFacts: what sampling needs beyond the logits (grammar masks, penalties, logprobs,
+min_new_tokens) for a list of requests; the runner keeps it while the list stays the same.
+
 A row's noise key is sampling_noise.key_words(seed, step): the request's seed if it has one,
 else a fresh draw of torch's default generator at every step (as before: unseeded rows never
 repeat their noise).
@@ -13,7 +16,7 @@ repeat their noise).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -123,6 +126,22 @@ class BatchSamplingParams:
             noise_keys=_to_device(keys, self.device),
             vocab_mask=None if vocab_mask is None else vocab_mask.to(self.device),
         )
+
+
+class SampleFacts(NamedTuple):
+    """What sampling must do beyond logits -> tokens for a list of requests; fixed while the list
+    is (params, grammar and logprob settings do not change once a request runs)."""
+    has_extras: bool  # some request has a grammar, penalties or logprobs
+    is_all_plain_greedy: bool
+    has_min_new_tokens: bool
+
+
+def sample_facts(reqs: Sequence) -> SampleFacts:
+    """The SampleFacts of a list of requests (Req)."""
+    return SampleFacts(
+        has_extras=any(r.grammar is not None or r.params.has_penalties or r.return_logprob for r in reqs),
+        is_all_plain_greedy=all(r.params.is_plain_greedy for r in reqs),
+        has_min_new_tokens=any(r.params.min_new_tokens for r in reqs))
 
 
 def noise_key_words(seed_terms: np.ndarray, steps: np.ndarray) -> np.ndarray:

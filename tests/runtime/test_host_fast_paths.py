@@ -238,3 +238,18 @@ def test_an_engine_run_is_the_same_without_the_fast_paths(engine_fp32, overlap_e
     assert strip(fast) == strip(general)
     assert [o["text"] for o in fast_stream] == [o["text"] for o in general_stream]
     engine.check_integrity()
+
+
+def test_sample_facts_are_kept_only_for_the_same_requests():
+    from sgl_lang.runtime.model_runner import ModelRunner
+    from sgl_lang.runtime.sampling_batch import sample_facts
+    runner = ModelRunner.__new__(ModelRunner)  # _facts_of uses only its own memory
+    runner._facts = ([], sample_facts([]))
+    greedy = [Req(rid=str(j), prompt_ids=[1], params=SamplingParams(temperature=0)) for j in range(3)]
+    penalised = Req(rid="p", prompt_ids=[1], params=SamplingParams(frequency_penalty=0.5, min_new_tokens=2))
+    assert runner._facts_of(greedy) == (False, True, False)
+    mixed = greedy[:2] + [penalised]
+    assert runner._facts_of(mixed) == (True, False, True) == sample_facts(mixed)
+    assert runner._facts_of(list(greedy)) == (False, True, False)  # an equal list of the same reqs
+    twins = [Req(rid=str(j), prompt_ids=[1], params=SamplingParams(temperature=0.7)) for j in range(3)]
+    assert runner._facts_of(twins) == sample_facts(twins) == (False, False, False)
