@@ -80,7 +80,8 @@ def build_forward_batch(batch: ScheduledBatch, prev: Optional[StepHandle], table
     table.write_tokens(token_rows, positions, out_cache_loc)  # [T] each
     if len(patch_at) == num_tokens and patch_from == list(range(num_tokens)):
         # (overlap, steady decode) every token is the previous step's, row for row
-        input_ids = prev.next_tokens[:num_tokens]
+        tokens = prev.next_tokens
+        input_ids = tokens if len(tokens) == num_tokens else tokens[:num_tokens]
     elif patch_at:
         input_ids = input_ids.clone()
         input_ids.index_copy_(0, dst, prev.next_tokens.index_select(0, src))
