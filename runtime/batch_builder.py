@@ -32,7 +32,7 @@ def wants_sample(req: Req) -> bool:
     return req.num_output_tokens < req.params.max_new_tokens and not req.is_finished
 
 
-class _HostIndices(NamedTuple):
+class HostIndices(NamedTuple):
     """The indices of one step built on the host (they travel to the device in one copy)."""
     table_rows: list[int]  # per req: its row of the slot table
     positions: list[int]  # per token
@@ -102,7 +102,7 @@ def build_forward_batch(batch: ScheduledBatch, prev: Optional[StepHandle], table
                          is_every_row_sampled=len(sample_idx) == len(logits_idx))
 
 
-def plain_decode_indices(batch: ScheduledBatch) -> Optional[_HostIndices]:
+def plain_decode_indices(batch: ScheduledBatch) -> Optional[HostIndices]:
     """general_indices of a steady decode step, where every req decodes one token and samples
     the next from a table row that is up to date, and either every req's last token is still
     in flight or none is; built without the general per-req branches. None for any other batch
@@ -132,13 +132,13 @@ def plain_decode_indices(batch: ScheduledBatch) -> Optional[_HostIndices]:
         patch_at, patch_from = [], []
     else:
         return None
-    return _HostIndices([req.table_row for req in reqs], list(prefix_lens), ids, rows,
+    return HostIndices([req.table_row for req in reqs], list(prefix_lens), ids, rows,
                         [p + 1 for p in prefix_lens], rows, [[] for _ in range(bs)],
                         patch_from, patch_at)
 
 
 def general_indices(batch: ScheduledBatch, prev: Optional[StepHandle],
-                    table: ReqToTokenTable) -> _HostIndices:
+                    table: ReqToTokenTable) -> HostIndices:
     """Per req: its table row (taken, and its prefix written, when not up to date), its tokens
     and positions, and which logits rows it samples from or reads input logprobs from."""
     ids, pos, seq_lens = [], [], []
@@ -194,5 +194,5 @@ def general_indices(batch: ScheduledBatch, prev: Optional[StepHandle],
         else:
             sample_rows.append(-1)
         offset += n
-    return _HostIndices(table_rows, pos, ids, logits_idx, seq_lens, sample_rows, input_rows,
+    return HostIndices(table_rows, pos, ids, logits_idx, seq_lens, sample_rows, input_rows,
                         patch_from, patch_at)

@@ -108,8 +108,8 @@ class ModelRunner:
         fb, sample_rows, input_rows, rows, is_every_row_sampled = self._prepare(batch, prev)
         if self.batch_sender is not None:
             self.batch_sender.send(fb)  # the other ranks run the same forward
-        sampling = [i for i, row in enumerate(sample_rows) if row >= 0]
-        reqs = list(batch.reqs) if len(sampling) == len(batch.reqs) else [batch.reqs[i] for i in sampling]
+        handle = StepHandle(batch, [i for i, row in enumerate(sample_rows) if row >= 0])
+        sampling, reqs = handle.sampling, list(handle.sampled_reqs)
         # whether some sample needs more than its logits (a grammar mask, penalty counts,
         # logprobs): most steps none does, and the three tests below are skipped
         has_extras = self._facts_of(reqs).has_extras
@@ -120,7 +120,6 @@ class ModelRunner:
         mask_future = None
         if has_extras and not needs_prev and any(req.grammar is not None for req in reqs):
             mask_future = self._mask_pool.submit(self._fill_grammar_bitmask, reqs)
-        handle = StepHandle(batch, sampling)
         if fb.logits_indices.numel() == 0:
             self.model(fb, self.pool, self.attn)  # KV of the new tokens only
             handle.output = RunnerOutput.empty(len(batch.reqs))
