@@ -188,7 +188,7 @@ class Engine(GenerateAPI, EngineLoop):
             req.num_pending -= 1
         self.processor.process(handle.batch, out)
         self.num_steps += 1
-        self.num_generated_tokens += sum(t is not None for t in out.next_token_ids)
+        self.num_generated_tokens += len(handle.sampling)  # (the reqs out gives a token)
         return self.scheduler.finish_step(handle.batch)
 
     def _drain_inbox(self) -> None:
