@@ -17,8 +17,9 @@ log-sum-exp (with S = 1: the final output). The S partials are merged
 
     out = sum_s exp(lse_s - max lse) * o_s / sum_s exp(lse_s - max lse)
 
-by the last of the S programs of (i, kv) to finish (an arrival counter per (i, kv), reset by that
-program): one launch. With fused_merge=False a second launch, grid (bs, Hq), merges instead.
+by a second launch, grid (bs, Hq). With fused_merge=True the last of the S programs of (i, kv)
+to finish merges them instead (an arrival counter per (i, kv), reset by that program): one
+launch, but slower as it stands (see decode_attention).
 
 S (num_kv_splits) is a power of two chosen by the caller from the batch size only, so a CUDA graph
 captured for a batch size stays valid for every sequence length; no host sync is needed.
@@ -168,11 +169,13 @@ def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      req_to_token: torch.Tensor, seq_lens: torch.Tensor, num_kv_splits: int = 8,
                      out: torch.Tensor | None = None, block_n: int | None = None,
-                     num_stages: int = 3, fused_merge: bool = True) -> torch.Tensor:
+                     num_stages: int = 3, fused_merge: bool = False) -> torch.Tensor:
     """See the module docstring. Every seq_lens[i] must be >= 1. block_n (keys per loop step,
     a power of two >= 16; None: 128 for D <= 64, else 64) and num_stages are launch knobs
     (benchmarks/bench_decode_attention.py sweeps them). fused_merge: with S > 1, the last of a
-    sequence's S programs merges the partials (one launch) instead of a second launch."""
+    sequence's S programs merges the partials (one launch) instead of a second launch. Off: on
+    an H200 it was slower at every shape measured (135M bs 1, S 16: 19.9 µs against 5.2; its
+    merge walks the S partials one dependent load after another)."""
     _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
     bs, hq, d = q.shape
     hkv = k_cache.shape[1]

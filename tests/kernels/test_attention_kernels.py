@@ -66,7 +66,7 @@ def test_decode_merge_in_the_last_program_matches_two_launches(splits):
     lens = torch.tensor(seq_lens, device=device)
     for _ in range(3):
         q = torch.randn(len(seq_lens), 6, 16, generator=gen).to(device)
-        fused = decode_attention(q, k_cache, v_cache, r2t, lens, num_kv_splits=splits)
+        fused = decode_attention(q, k_cache, v_cache, r2t, lens, num_kv_splits=splits, fused_merge=True)
         assert int(_ARRIVALS[q.device][-1].abs().sum()) == 0
         two = decode_attention(q, k_cache, v_cache, r2t, lens, num_kv_splits=splits, fused_merge=False)
         ref = decode_attention_ref(q, k_cache, v_cache, r2t, lens)
