@@ -105,15 +105,19 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
 def _merge_splits(MidO, MidLse, Out, b, heads, mask_h, offs_d, mask_d, stride_ob, stride_oh, stride_os,
                   stride_lb, stride_lh, stride_outb, D: tl.constexpr, BLOCK_H: tl.constexpr,
                   BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr):
-    """out[b, heads] from the S partials, one split at a time (as small as the main loop's state)."""
+    """out[b, heads] from the S partials, one split at a time (as small as the main loop's state).
+    The loop is unrolled and its loads bypass L1 (.cg: the partials other programs wrote are read
+    from L2, after the acquiring counter) instead of being volatile, so they can all be in flight
+    at once."""
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
-    for s in range(NUM_SPLITS):
+    for s in tl.static_range(NUM_SPLITS):
         lse = tl.load(MidLse + b * stride_lb + heads * stride_lh + s, mask=mask_h, other=float("-inf"),
-                      volatile=True)  # [BLOCK_H]; -inf: an empty split
+                      cache_modifier=".cg")  # [BLOCK_H]; -inf: an empty split
         o = tl.load(MidO + b * stride_ob + heads[:, None] * stride_oh + s * stride_os + offs_d[None, :],
-                    mask=mask_h[:, None] & mask_d[None, :], other=0.0, volatile=True)  # [BLOCK_H, BLOCK_D]
+                    mask=mask_h[:, None] & mask_d[None, :], other=0.0,
+                    cache_modifier=".cg")  # [BLOCK_H, BLOCK_D]
         m_new = tl.maximum(m, lse)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp(m - m_safe)
@@ -174,8 +178,9 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     a power of two >= 16; None: 128 for D <= 64, else 64) and num_stages are launch knobs
     (benchmarks/bench_decode_attention.py sweeps them). fused_merge: with S > 1, the last of a
     sequence's S programs merges the partials (one launch) instead of a second launch. Off: on
-    an H200 it was slower at every shape measured (135M bs 1, S 16: 19.9 µs against 5.2; its
-    merge walks the S partials one dependent load after another)."""
+    an H200 its first version (volatile loads, one split after another) was slower at every
+    shape measured (135M bs 1, S 16: 19.9 µs against 5.2); the unrolled L2-read merge it has now
+    is not measured yet (benchmarks/bench_decode_attention.py --merge)."""
     _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
     bs, hq, d = q.shape
     hkv = k_cache.shape[1]
