@@ -12,6 +12,7 @@
 #   bash benchmarks/gpu_session.sh loop      # the engine loop profiled: device idle gaps, host waits (~2 min)
 #   bash benchmarks/gpu_session.sh ttft      # host time of a batch-1 first token, by part (~1 min)
 #   bash benchmarks/gpu_session.sh attn      # decode attention: splits x keys per step x stages (~2 min)
+#   bash benchmarks/gpu_session.sh merge     # decode attention: split merge in the last program vs a launch (~20 s)
 #   bash benchmarks/gpu_session.sh profile   # kernels of one 135M batch-64 decode graph step (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
