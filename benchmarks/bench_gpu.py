@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--no-offline", action="store_true")
     ap.add_argument("--no-kernels", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--chunk", type=int, default=8192, help="chunked_prefill_size (prefill tokens per step)")
     args = ap.parse_args()
     out_dir = os.environ.get("OUT", ".")
     rows, details = [], {}
@@ -205,7 +206,8 @@ def main() -> None:
         for bs, in_len, out_len in ((1, 512, 128), (64, 512, 256)):
             hf = run_hf(cfg, bs, in_len, out_len) if not args.no_hf else float("nan")
             ours, stats = run_ours(cfg, bs, in_len, out_len, max_running_requests=max(bs, 64),
-                                   cuda_graph_max_bs=64, chunked_prefill_size=8192, max_prefill_tokens=16384)
+                                   cuda_graph_max_bs=64, chunked_prefill_size=args.chunk,
+                                   max_prefill_tokens=max(16384, args.chunk))
             floor = _floor_tok_s(cfg, bs, in_len, out_len)
             gpu_tok_s = bs * 1e3 / stats["graph_ms"]  # decode steps at the GPU's pace, no host work
             rows.append([name, f"{bs} ({in_len}/{out_len})", ours, stats["decode_tok_s"], hf, gpu_tok_s, floor,

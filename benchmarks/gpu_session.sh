@@ -62,15 +62,15 @@ for arg in "$@"; do
     what=${arg%%:*}; lim=${arg#*:}; [ "$lim" = "$arg" ] && lim=""  # name or name:seconds
     case $what in
         tests) part tests ${lim:-300} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
-                   tests/kernels tests/runtime/test_overlap_gpu.py tests/distributed/test_tp_gpu.py ;;
+                   tests/kernels tests/runtime/test_overlap_gpu.py tests/runtime/test_prefill_graph_gpu.py tests/distributed/test_tp_gpu.py ;;
         engine) part engine ${lim:-420} python3 -m benchmarks.bench_gpu ;;
         engine135) part engine135 ${lim:-120} python3 -m benchmarks.bench_gpu --shapes smollm2-135m --no-hf --no-offline --no-kernels --no-write ;;
         quicktests) part quicktests ${lim:-120} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=100 \
-                   tests/kernels/test_attention_kernels.py tests/kernels/test_attention_backend.py tests/runtime/test_overlap_gpu.py ;;
+                   tests/kernels/test_attention_kernels.py tests/kernels/test_attention_backend.py tests/runtime/test_overlap_gpu.py tests/runtime/test_prefill_graph_gpu.py ;;
         sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
         sweep) part sweep ${lim:-240} python3 -m benchmarks.bench_sampling_kernel --sweep --no-write --bs 1 --vocab 128256 ;;
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
-        ttft) part ttft ${lim:-120} bash -c "python3 -m benchmarks.bench_launch; python3 -m benchmarks.profile_ttft --shape smollm2-135m --prompt 512" ;;
+        ttft) part ttft ${lim:-120} bash -c "python3 -m benchmarks.bench_launch; python3 -m benchmarks.profile_ttft --shape smollm2-135m --prompt 512 --cprofile 45" ;;
         attn) part attn ${lim:-200} python3 -m benchmarks.bench_decode_attention ;;
         merge) part merge ${lim:-90} python3 -m benchmarks.bench_decode_attention --merge ;;
         profile) part profile ${lim:-120} python3 -m benchmarks.profile_decode --shape smollm2-135m --bs 64 --ctx 768 ;;

@@ -40,6 +40,8 @@ class EngineConfig:
     attention_backend: str = "auto"
     quantization: Optional[str] = None  # "int8": weight-only int8 linears (CPU; halves bytes read per token)
     cuda_graph_max_bs: int = 64
+    # one-sequence prefills of up to this many tokens replay CUDA graphs (0: always eager)
+    cuda_graph_max_prefill_tokens: int = 2048
     disable_cuda_graph: bool = False
     skip_warmup: bool = False  # CUDA: no start-up requests that compile Triton kernels (runtime/warmup.py)
     # Overlapped scheduling: the host schedules step N+1 and processes step N's tokens while the
@@ -82,6 +84,8 @@ class EngineConfig:
               f"max_total_tokens must be >= 16, got {self.max_total_tokens}")
         check(self.max_running_requests >= 1,
               f"max_running_requests must be >= 1, got {self.max_running_requests}")
+        check(self.cuda_graph_max_prefill_tokens >= 0,
+              f"cuda_graph_max_prefill_tokens must be >= 0, got {self.cuda_graph_max_prefill_tokens}")
         check(self.max_prefill_tokens >= 16, f"max_prefill_tokens must be >= 16, got {self.max_prefill_tokens}")
         check(self.context_length is None or self.context_length >= 16,
               f"context_length must be >= 16, got {self.context_length}")

@@ -257,6 +257,7 @@ class Engine(GenerateAPI, EngineLoop):
                 "num_generated_tokens": self.num_generated_tokens,
                 "num_overlapped_steps": self.num_overlapped_steps,
                 "num_graph_steps": self.runner.num_graph_steps,
+                "num_prefill_graph_steps": self.runner.num_prefill_graph_steps,
                 "num_jump_forward_tokens": self.processor.num_jump_forward_tokens,
             }
         return self.call_in_loop(read)

@@ -13,6 +13,7 @@ import torch
 
 from .config import EngineConfig
 from .cuda_graph_runner import CudaGraphRunner
+from .prefill_graph_runner import PrefillGraphRunner
 from .distributed.process_group import agree_on_min
 from .layers.attention import get_attention_backend
 from .mem.kv_pool import KVPool
@@ -60,6 +61,14 @@ class ModelRunner:
             self.graph_runner = CudaGraphRunner(
                 self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
                 max_len + 1, loaded.num_kv_heads, self.device)
+        self.prefill_graphs: Optional[PrefillGraphRunner] = None
+        self.num_prefill_graph_steps = 0  # one-sequence prefills run by replaying a captured graph
+        max_prefill = min(config.cuda_graph_max_prefill_tokens, config.chunk_size, max_len)
+        if self.graph_runner is not None and config.tp_size == 1 and max_prefill >= 16:
+            self.prefill_graphs = PrefillGraphRunner(self.model, self.attn, self.pool, max_prefill,
+                                                     max_len + 1, self.device)
+            if not self.prefill_graphs.buckets:  # GPU-bound even at 16 tokens: eager
+                self.prefill_graphs = None
 
     def _num_kv_slots(self) -> int:
         cfg, m = self.config, self.loaded
@@ -89,7 +98,7 @@ class ModelRunner:
     def release_graphs(self) -> None:
         """Drop the captured decode graphs (their memory, and on NCCL the collectives captured in
         them) once no step is in flight; later decodes run eagerly."""
-        self.graph_runner = None
+        self.graph_runner = self.prefill_graphs = None
         if self.device.type == "cuda":
             import gc
             gc.collect()
@@ -121,7 +130,7 @@ class ModelRunner:
         if has_extras and not needs_prev and any(req.grammar is not None for req in reqs):
             mask_future = self._mask_pool.submit(self._fill_grammar_bitmask, reqs)
         if fb.logits_indices.numel() == 0:
-            self.model(fb, self.pool, self.attn)  # KV of the new tokens only
+            self._hidden(fb)  # KV of the new tokens only
             handle.output = RunnerOutput.empty(len(batch.reqs))
             return handle
         # everything built from host data is queued before the forward, so no copy waits for it
@@ -136,7 +145,7 @@ class ModelRunner:
                 logits = logits[fb.logits_indices]  # [num_logits, vocab]
             self.num_graph_steps += 1
         else:
-            hidden = self.model(fb, self.pool, self.attn)  # [num_tokens, hidden]
+            hidden = self._hidden(fb)  # [num_tokens, hidden]
             if not every_token:
                 hidden = hidden[fb.logits_indices]  # [num_logits, hidden]
             logits = self.model.compute_logits(hidden)  # [num_logits, vocab] f32
@@ -175,6 +184,14 @@ class ModelRunner:
                 handle.ready = torch.cuda.Event()
                 handle.ready.record()
         return handle
+
+    def _hidden(self, fb) -> torch.Tensor:
+        """The model's hidden states [fb.num_tokens, hidden]: a one-sequence prefill replays its
+        captured graph (a view valid until the next replay), anything else runs eagerly."""
+        if self.prefill_graphs is not None and self.prefill_graphs.can_run(fb):
+            self.num_prefill_graph_steps += 1
+            return self.prefill_graphs.run(fb)
+        return self.model(fb, self.pool, self.attn)
 
     def collect(self, handle: StepHandle) -> RunnerOutput:
         """Wait for a launched step and return its results per req."""

@@ -4,8 +4,9 @@ specialisations a first real request would otherwise wait for.
 Triton compiles a kernel per specialisation (constexprs, integer arguments equal to 1 or divisible
 by 16, pointer alignment) on first use, ~0.5 s each on an H200 with a cold cache (measured on
 2026-11-28: a batch-1 request after only batch-64 traffic waited 577 ms for its first token, 16 ms
-once warmed). CUDA-graph capture covers the decode forward only; prefill (the extend attention
-kernel) and the sampling kernel (a specialisation per row split and per mode) compile lazily. Later
+once warmed). CUDA-graph capture covers the decode forward and one-sequence prefills up to the
+largest captured bucket; longer or batched prefills (the extend attention kernel) and the sampling
+kernel (a specialisation per row split and per mode) compile lazily. Later
 starts on the same machine load the compiled kernels from Triton's disk cache in milliseconds.
 
 Run on the engine thread's loop like any request; the counters it moves are reset afterwards.
@@ -40,5 +41,5 @@ def _reset(engine) -> None:
     engine.num_steps = engine.num_generated_tokens = engine.num_overlapped_steps = 0
     s = engine.scheduler
     s.num_prompt_tokens = s.num_cached_prompt_tokens = s.num_retractions = 0
-    engine.runner.num_graph_steps = 0
+    engine.runner.num_graph_steps = engine.runner.num_prefill_graph_steps = 0
     engine.processor.num_jump_forward_tokens = 0

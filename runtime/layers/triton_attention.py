@@ -7,9 +7,9 @@ sgl_lang.kernels (the default on CUDA).
     extend:  extend_attention (flash-style over the paged prefix + new tokens)
 
 Per-batch metadata (device copies of the lengths, the split count) is built once per
-ForwardBatch. For CUDA graphs the runner binds static device buffers with `bind_static_decode`;
-the captured and replayed forward then reads the lengths from those buffers and never syncs
-with the host.
+ForwardBatch. For CUDA graphs the runners bind static device buffers with `bind_static_decode`
+(decode batches) or `bind_static_extend` (one-sequence prefills); the captured and replayed
+forward then reads the lengths from those buffers and never syncs with the host.
 """
 from __future__ import annotations
 
@@ -62,6 +62,15 @@ class TritonAttentionBackend(AttentionBackend):
         self._static_fb = fb
         self._meta_fb = fb
         self._meta = _DecodeMeta(seq_lens, pick_num_kv_splits(fb.batch_size, num_kv_heads, self.num_sms))
+
+    def bind_static_extend(self, fb: "ForwardBatch", q_starts: torch.Tensor, prefix_lens: torch.Tensor,
+                           extend_lens: torch.Tensor, max_extend_len: int) -> None:
+        """Use these [bs] int32 device tensors (filled by the caller before each replay) as the
+        extend lengths of batch `fb`, and max_extend_len (its padded token count) for the grid;
+        init_forward_metadata(fb) then does nothing."""
+        self._static_fb = fb
+        self._meta_fb = fb
+        self._meta = _ExtendMeta(q_starts, prefix_lens, extend_lens, max_extend_len)
 
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         if fb is self._static_fb:

@@ -1,0 +1,106 @@
+"""One-sequence prefills replayed from CUDA graphs (runtime/prefill_graph_runner.py) against the
+same engine with prefill graphs off, on the same seeded random weights: the log-probabilities of
+every prompt token and the first output token's top 5 must agree (bf16 tolerance) for prompts
+that pad to a bucket, span several chunks (later chunks with a cached prefix), or reuse a cached
+prefix; batches of two sequences stay eager.
+
+Uses the default model's config and tokenizer (see test_overlap_gpu.py for where they come from)."""
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.runtime.test_overlap_gpu import _config_dir  # noqa: E402
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+CHUNK = 256  # prefill tokens per step: a 600-token prompt runs as 256 + 256 + 88
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    from sgl_lang.runtime.engine import Engine
+    common = dict(model_path=_config_dir(tmp_path_factory), load_format="dummy", device="cuda",
+                  dtype="bfloat16", max_total_tokens=8192, max_running_requests=8, cuda_graph_max_bs=8,
+                  chunked_prefill_size=CHUNK, skip_warmup=True)
+    graphs = Engine(**common)
+    eager = Engine(**common, cuda_graph_max_prefill_tokens=0)
+    yield graphs, eager
+    graphs.shutdown()
+    eager.shutdown()
+
+
+def _scored(engine, ids, start=0):
+    out = engine.generate(input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 1},
+                          return_logprob=True, logprob_start_len=start, top_logprobs_num=5)
+    meta = out["meta_info"]
+    prompt_lps = [lp for lp, _, _ in meta["input_token_logprobs"] if lp is not None]
+    top = {t: lp for lp, t, _ in meta["output_top_logprobs"][0]}
+    return torch.tensor(prompt_lps), top
+
+
+def _assert_close(a, b, what):
+    (lps_a, top_a), (lps_b, top_b) = a, b
+    assert lps_a.shape == lps_b.shape, what
+    diff = (lps_a - lps_b).abs()
+    assert diff.mean() < 0.03 and diff.max() < 0.3, f"{what}: mean {diff.mean():.4f} max {diff.max():.4f}"
+    shared = set(top_a) & set(top_b)
+    assert len(shared) >= 4, f"{what}: top-5 {sorted(top_a)} vs {sorted(top_b)}"
+    assert all(abs(top_a[t] - top_b[t]) < 0.3 for t in shared), what
+
+
+def test_prefill_graphs_match_eager_prefill(engines):
+    graphs, eager = engines
+    vocab = graphs.loaded.vocab_size
+    g = random.Random(0)
+    base = [g.randrange(10, vocab) for _ in range(300)]
+    prompts = {  # what -> (prompt, first position with an input logprob)
+        "7 tokens (bucket 16)": ([g.randrange(10, vocab) for _ in range(7)], 0),
+        "137 tokens (bucket 160)": ([g.randrange(10, vocab) for _ in range(137)], 0),
+        "600 tokens (three chunks)": ([g.randrange(10, vocab) for _ in range(600)], 0),
+        "300 tokens": (base, 0),
+        # logprobs of the new tokens only, so the cached 300 tokens can be reused
+        "cached 300-token prefix + 41": (base + [g.randrange(10, vocab) for _ in range(41)], 300),
+    }
+    before = graphs.get_stats()["num_prefill_graph_steps"]
+    for what, (ids, start) in prompts.items():
+        _assert_close(_scored(graphs, ids, start), _scored(eager, ids, start), what)
+    stats = graphs.get_stats()
+    assert stats["num_prefill_graph_steps"] - before >= 1 + 1 + 3 + 2 + 1
+    assert eager.get_stats()["num_prefill_graph_steps"] == 0
+    assert stats["cached_prompt_tokens_total"] > 0, "the prefix was not reused"
+    graphs.check_integrity()
+
+
+def _batch(num_tokens: list[int], is_decode=False):
+    from sgl_lang.runtime.forward_batch import ForwardBatch
+    n, bs = sum(num_tokens), len(num_tokens)
+    ids = torch.zeros(n, dtype=torch.int64, device="cuda")
+    lens = torch.tensor(num_tokens)
+    return ForwardBatch(input_ids=ids, positions=ids, out_cache_loc=ids,
+                        req_to_token=torch.zeros(bs, 1024, dtype=torch.int64, device="cuda"), seq_lens=lens,
+                        prefix_lens=torch.zeros(bs, dtype=torch.int64), extend_lens=lens, is_decode=is_decode,
+                        logits_indices=torch.tensor([n - 1], device="cuda"))
+
+
+def test_only_one_sequence_prefills_up_to_the_largest_bucket_replay(engines):
+    graphs, _ = engines
+    runner = graphs.runner.prefill_graphs
+    assert runner is not None and runner.max_tokens == CHUNK and runner.buckets[-1] == CHUNK
+    assert runner.can_run(_batch([100]))
+    assert not runner.can_run(_batch([50, 50]))  # two sequences
+    assert not runner.can_run(_batch([1], is_decode=True))
+    assert not runner.can_run(_batch([CHUNK + 1]))
+
+
+def test_decoding_after_graph_prefills(engines):
+    graphs, _ = engines
+    before = graphs.get_stats()
+    params = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 12, "ignore_eos": True}
+    prompts = ["The first of two prompts", "and the second one, a bit longer than it", "A third one"]
+    outs = graphs.generate(prompts, [params] * 3)
+    assert all(o["meta_info"]["completion_tokens"] == 12 for o in outs)
+    after = graphs.get_stats()
+    assert after["num_graph_steps"] > before["num_graph_steps"]
+    graphs.check_integrity()
