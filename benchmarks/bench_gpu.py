@@ -53,8 +53,11 @@ def _prompts(bs, in_len, vocab, seed):
     return [[g.randrange(10, vocab) for _ in range(in_len)] for _ in range(bs)]
 
 
+ENGINE_FLAGS: dict = {}  # set from the command line, for every engine built here
+
+
 def run_ours(cfg, bs, in_len, out_len, **flags) -> tuple[float, dict]:
-    eng = random_engine(cfg, device="cuda", dtype="bfloat16", **flags)
+    eng = random_engine(cfg, device="cuda", dtype="bfloat16", **flags, **ENGINE_FLAGS)
     params = {"temperature": 0, "max_new_tokens": out_len, "ignore_eos": True}
     # warm-up at the timed shape (full-size prefill chunks, this batch size's decode), so no Triton
     # compile lands inside the timed run
@@ -132,15 +135,22 @@ def run_offline(name="llama-3.2-1b", num_seqs=256) -> tuple[float, int]:
     outs_len = [g.randint(100, 1024) for _ in range(num_seqs)]
     prompts = [[g.randrange(10, cfg["vocab_size"]) for _ in range(n)] for n in ins]
     eng = random_engine(cfg, device="cuda", dtype="bfloat16", max_running_requests=256,
-                        cuda_graph_max_bs=256, chunked_prefill_size=8192, max_prefill_tokens=16384)
+                        cuda_graph_max_bs=256, chunked_prefill_size=8192, max_prefill_tokens=16384,
+                        **ENGINE_FLAGS)
     eng.generate(input_ids=prompts[:2], sampling_params={"max_new_tokens": 8, "ignore_eos": True})
     eng.flush_cache()
     params = [{"temperature": 0.6, "max_new_tokens": n, "ignore_eos": True} for n in outs_len]
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = eng.generate(input_ids=prompts, sampling_params=params)
+    with CompileLog() as log:
+        res = eng.generate(input_ids=prompts, sampling_params=params)
     dt = time.perf_counter() - t0
+    if log.entries:
+        print(f"offline: Triton compiled inside the timed run\n{log.summary()}", flush=True)
     total = sum(o["meta_info"]["completion_tokens"] for o in res)
+    stats = eng.get_stats()
+    print(f"offline: {stats['num_steps']} steps, {stats['num_prefill_graph_steps']} prefill graph replays, "
+          f"{stats['num_graph_steps']} decode graph replays", flush=True)
     eng.shutdown()
     return total / dt, total
 
@@ -198,10 +208,15 @@ def main() -> None:
     ap.add_argument("--no-kernels", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--chunk", type=int, default=8192, help="chunked_prefill_size (prefill tokens per step)")
+    ap.add_argument("--prefill-graph-tokens", type=int, default=None,
+                    help="cuda_graph_max_prefill_tokens (0: eager prefills; default: the engine's)")
+    ap.add_argument("--only-offline", action="store_true")
     args = ap.parse_args()
+    if args.prefill_graph_tokens is not None:
+        ENGINE_FLAGS["cuda_graph_max_prefill_tokens"] = args.prefill_graph_tokens
     out_dir = os.environ.get("OUT", ".")
     rows, details = [], {}
-    for name in args.shapes.split(","):
+    for name in ([] if args.only_offline else args.shapes.split(",")):
         cfg = SHAPES[name]
         for bs, in_len, out_len in ((1, 512, 128), (64, 512, 256)):
             hf = run_hf(cfg, bs, in_len, out_len) if not args.no_hf else float("nan")

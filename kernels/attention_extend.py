@@ -1,7 +1,7 @@
 """Extend (prefill) attention over a paged KV cache: ragged batches, cached prefixes, GQA, causal.
 
     extend_attention(q, k_cache, v_cache, req_to_token, q_starts, prefix_lens, extend_lens,
-                     max_extend_len) -> out
+                     max_extend_len, blocks=None) -> out
         q: [T, Hq, D]  the new tokens of all sequences back to back (sequence i owns rows
                        q_starts[i] .. q_starts[i] + extend_lens[i] - 1)
         k_cache, v_cache: [num_slots + 1, Hkv, D], already holding the new tokens' K/V
@@ -13,10 +13,14 @@
     0 .. p of its sequence (the prefix is cached; causal inside the new part):
         out[q_starts[i] + j, h] = softmax(q . K[:p+1]^T / sqrt(D)) @ V[:p+1],  K/V of head h // G
 
-Grid (bs, Hq, cdiv(max_extend_len, BLOCK_M)). Each program takes BLOCK_M new tokens of one
-sequence and one query head and streams the sequence's keys 0 .. (last position of the block)
-from the pool in BLOCK_N tiles (flash-attention online softmax); the causal mask only bites on
-the diagonal tiles. Programs past a sequence's end do no work.
+Grid (num_blocks, Hq): a block is BLOCK_M new tokens of one sequence, listed by
+`blocks = (block_seq, block_mb)` ([num_blocks] int32 on the device: sequence, block number in it;
+`extend_blocks` builds them from the host's extend lengths, so a ragged batch launches no empty
+programs; without them the grid is every sequence times cdiv(max_extend_len, BLOCK_M)). A block
+whose sequence is -1 does no work: a CUDA graph captures a grid for its largest batch and pads
+the list. Each program takes one block and one query head and streams the sequence's keys
+0 .. (last position of the block) from the pool in BLOCK_N tiles (flash-attention online softmax);
+the causal mask only bites on the diagonal tiles.
 
     keys:    0 ........ prefix_len-1 | prefix_len ........ prefix_len+extend_len-1
              [ cached prefix, all     | new tokens: key n visible to query j iff n <= prefix+j ]
@@ -33,15 +37,17 @@ from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_
 
 
 @triton.jit
-def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens,
+def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, BlockSeq, BlockMb,
                    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot,
                    stride_rb, sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    b = tl.program_id(0)
+    blk = tl.program_id(0)
     h = tl.program_id(1)
-    mb = tl.program_id(2)
+    seq = tl.load(BlockSeq + blk)  # -1: a padding block, no work
+    mb = tl.load(BlockMb + blk)
+    b = tl.maximum(seq, 0)
     kvh = h // G
-    extend_len = tl.load(ExtendLens + b).to(tl.int32)
+    extend_len = tl.where(seq >= 0, tl.load(ExtendLens + b).to(tl.int32), 0)
     prefix_len = tl.load(PrefixLens + b).to(tl.int32)
     q_start = tl.load(QStarts + b).to(tl.int64)
 
@@ -84,10 +90,32 @@ def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens,
              out.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
 
+BLOCK_M = 64  # new tokens per program
+
+
+def extend_blocks(extend_lens: torch.Tensor, num_blocks: int | None = None) -> torch.Tensor:
+    """extend_lens: [bs] ints on the host -> [2, num_blocks] int32 on the host: row 0 the sequence
+    of each BLOCK_M-token block, row 1 its block number in that sequence; padded with
+    (-1, 0) up to num_blocks when given (at least cdiv(sum, BLOCK_M) + bs covers any batch)."""
+    counts = (extend_lens.to(torch.int64) + BLOCK_M - 1) // BLOCK_M  # [bs] blocks per sequence
+    total = int(counts.sum())
+    size = total if num_blocks is None else num_blocks
+    if size < total:
+        raise ValueError(f"{total} blocks do not fit in {num_blocks}")
+    out = torch.empty(2, size, dtype=torch.int32)
+    out[0, :total] = torch.repeat_interleave(torch.arange(len(counts), dtype=torch.int32), counts)
+    firsts = torch.cumsum(counts, 0) - counts  # [bs] index of each sequence's first block
+    out[1, :total] = (torch.arange(total) - torch.repeat_interleave(firsts, counts)).to(torch.int32)
+    out[0, total:] = -1
+    out[1, total:] = 0
+    return out
+
+
 def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      req_to_token: torch.Tensor, q_starts: torch.Tensor, prefix_lens: torch.Tensor,
                      extend_lens: torch.Tensor, max_extend_len: int,
-                     out: torch.Tensor | None = None) -> torch.Tensor:
+                     out: torch.Tensor | None = None,
+                     blocks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """See the module docstring."""
     check_paged_qkv(q, k_cache, v_cache, "[T, Hq, D]")
     num_tokens, hq, d = q.shape
@@ -99,16 +127,23 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     check_last_dim_contiguous(q, k_cache, v_cache, req_to_token)
     if out is None:
         out = torch.empty(num_tokens, hq * d, dtype=q.dtype, device=q.device)
-    if bs == 0 or max_extend_len <= 0:
+    if bs == 0 or (max_extend_len <= 0 if blocks is None else blocks[0].numel() == 0):
         return out
     block_d = triton.next_power_of_2(d)
-    block_m = 64
     block_n = 64 if block_d <= 64 else 32
-    grid = (bs, hq, triton.cdiv(max_extend_len, block_m))
+    if blocks is None:  # every sequence times the longest one's block count
+        per_seq = triton.cdiv(max_extend_len, BLOCK_M)
+        seqs = torch.arange(bs, dtype=torch.int32, device=q.device)
+        blocks = (seqs.repeat_interleave(per_seq), torch.arange(per_seq, dtype=torch.int32, device=q.device).repeat(bs))
+    block_seq, block_mb = blocks
+    if block_seq.shape != block_mb.shape or block_seq.dim() != 1 or block_seq.device != q.device:
+        raise ValueError(f"expected blocks two [num_blocks] tensors on {q.device}, got "
+                         f"{tuple(block_seq.shape)}, {tuple(block_mb.shape)} on {block_seq.device}")
+    grid = (block_seq.shape[0], hq)
     _extend_kernel[grid](
-        q, k_cache, v_cache, out, req_to_token, q_starts, prefix_lens, extend_lens,
+        q, k_cache, v_cache, out, req_to_token, q_starts, prefix_lens, extend_lens, block_seq, block_mb,
         *paged_qkv_strides(q, k_cache, v_cache), out.stride(0), req_to_token.stride(0),
-        1.0 / math.sqrt(d), G=hq // hkv, D=d, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
+        1.0 / math.sqrt(d), G=hq // hkv, D=d, BLOCK_D=block_d, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
         num_warps=4, num_stages=2)
     return out
 

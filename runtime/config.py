@@ -40,8 +40,8 @@ class EngineConfig:
     attention_backend: str = "auto"
     quantization: Optional[str] = None  # "int8": weight-only int8 linears (CPU; halves bytes read per token)
     cuda_graph_max_bs: int = 64
-    # one-sequence prefills of up to this many tokens replay CUDA graphs (0: always eager)
-    cuda_graph_max_prefill_tokens: int = 2048
+    # prefills of up to this many tokens replay CUDA graphs where that is faster (0: always eager)
+    cuda_graph_max_prefill_tokens: int = 8192
     disable_cuda_graph: bool = False
     skip_warmup: bool = False  # CUDA: no start-up requests that compile Triton kernels (runtime/warmup.py)
     # Overlapped scheduling: the host schedules step N+1 and processes step N's tokens while the

@@ -62,11 +62,12 @@ class ModelRunner:
                 self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
                 max_len + 1, loaded.num_kv_heads, self.device)
         self.prefill_graphs: Optional[PrefillGraphRunner] = None
-        self.num_prefill_graph_steps = 0  # one-sequence prefills run by replaying a captured graph
+        self.num_prefill_graph_steps = 0  # prefills run by replaying a captured graph
         max_prefill = min(config.cuda_graph_max_prefill_tokens, config.chunk_size, max_len)
         if self.graph_runner is not None and config.tp_size == 1 and max_prefill >= 16:
-            self.prefill_graphs = PrefillGraphRunner(self.model, self.attn, self.pool, max_prefill,
-                                                     max_len + 1, self.device)
+            self.prefill_graphs = PrefillGraphRunner(
+                self.model, self.attn, self.pool, max_prefill, min(config.max_running_requests, 256),
+                max_len + 1, self.device)
             if not self.prefill_graphs.buckets:  # GPU-bound even at 16 tokens: eager
                 self.prefill_graphs = None
 
@@ -186,8 +187,9 @@ class ModelRunner:
         return handle
 
     def _hidden(self, fb) -> torch.Tensor:
-        """The model's hidden states [fb.num_tokens, hidden]: a one-sequence prefill replays its
-        captured graph (a view valid until the next replay), anything else runs eagerly."""
+        """The model's hidden states [fb.num_tokens, hidden]: a prefill of up to the largest
+        bucket replays its captured graph (a view valid until the next replay), anything else
+        runs eagerly."""
         if self.prefill_graphs is not None and self.prefill_graphs.can_run(fb):
             self.num_prefill_graph_steps += 1
             return self.prefill_graphs.run(fb)

@@ -1,25 +1,29 @@
-"""PrefillGraphRunner: single-sequence prefill (extend) forwards replayed from CUDA graphs.
+"""PrefillGraphRunner: prefill (extend) forwards replayed from CUDA graphs, one per token bucket.
 
 A small model's prefill is bound by the host: on an H200 a 512-token SmolLM2-135M prefill spent
 ~11 ms launching ~300 kernels eagerly (0.4 ms per decoder layer; profile_ttft) for ~1 ms of GPU
-work. A batch of one sequence has the same kernels for every prompt whose token count pads to
-the same bucket, so each bucket is captured once and replayed: the host then queues a few
-copies and one graph.
+work. A prefill's kernels depend only on its token count once the attention grid is a padded
+list of blocks (kernels/attention_extend.py), so each bucket of token counts is captured once,
+for any batch of up to max_seqs sequences, and replayed: the host then queues one copy of the
+batch's lengths, the token copies and one graph.
 
-    static buffers (max_tokens rows; the graph of bucket g reads rows [:g])
+    static buffers (a graph of bucket g reads rows [:g] and blocks [:nb(g)])
         input_ids, positions, out_cache_loc   [max_tokens] int64
-        req_to_token                          [1, max_context_len] int64 (tail stale: attention
-                                              reads only the first prefix_len + extend_len)
-        extend_meta                           [3, 1] int32: q start (0), prefix_len, extend_len
-    graph g:  hidden[g] = model(fb_g, pool, attn)   # [g, hidden]; rows >= extend_len are padding
+        req_to_token                          [max_seqs, max_context_len] int64 (row tails stale:
+                                              attention reads only each sequence's tokens)
+        meta                                  int32: [3, max_seqs] q start, prefix_len, extend_len
+                                              (0 for absent sequences), then [2, nb(max_tokens)]
+                                              the block list (sequence -1: no work)
+    graph g:  hidden[g] = model(fb_g, pool, attn)   # [g, hidden]; rows past the batch are padding
+    nb(g) = cdiv(g, BLOCK_M) + max_seqs            # blocks of any batch of <= g tokens
 
-Padding rows hold token 0 at position 0 and store their KV into the dummy slot 0; the extend
-attention kernel reads the real extend_len from extend_meta, so it neither computes nor writes
-their rows and no real row ever sees them. The LM head runs eagerly on the rows that need logits.
+Padding rows hold token 0 at position 0 and store their KV into the dummy slot 0; attention
+computes and writes only the listed blocks of real sequences, so no real row ever sees them. The
+LM head runs eagerly on the rows that need logits.
 
 A big model's long prefill is bound by the GPU instead, where a graph saves nothing and padding
-costs compute: after capture each bucket, smallest first, is timed replayed and eager (synchronised,
-best of 3), and the graphs are kept only up to the first bucket whose replay is not clearly faster.
+costs compute: buckets are captured smallest first, each timed replayed and eager (synchronised,
+best of 3), and capture stops at the first bucket whose replay is not clearly faster.
 
 Only attention backends with `bind_static_extend` (triton) can be captured; the model must be a
 single rank (tensor-parallel prefills stay eager).
@@ -51,60 +55,64 @@ def prefill_buckets(max_tokens: int) -> list[int]:
 
 
 class PrefillGraphRunner:
-    def __init__(self, model, attn, pool, max_tokens: int, max_context_len: int,
+    def __init__(self, model, attn, pool, max_tokens: int, max_seqs: int, max_context_len: int,
                  device: torch.device):
         if not hasattr(attn, "bind_static_extend"):
             raise ValueError(f"attention backend {attn.name!r} cannot capture a prefill graph")
+        from sgl_lang.kernels.attention_extend import BLOCK_M, extend_blocks  # (triton: CUDA only)
+        self._block_m, self._extend_blocks = BLOCK_M, extend_blocks
         self.model, self.attn, self.pool = model, attn, pool
-        self.max_tokens = max_tokens
+        self.max_seqs = max_seqs
         self.max_context_len = max_context_len
-        self.buckets = prefill_buckets(max_tokens)
+        self.device = device
         i64 = dict(dtype=torch.int64, device=device)
         self.input_ids = torch.zeros(max_tokens, **i64)
         self.positions = torch.zeros(max_tokens, **i64)
         self.out_cache_loc = torch.zeros(max_tokens, **i64)
-        self.req_to_token = torch.zeros(1, max_context_len, **i64)
-        self.extend_meta = torch.zeros(3, 1, dtype=torch.int32, device=device)
+        self.req_to_token = torch.zeros(max_seqs, max_context_len, **i64)
+        self._nb_max = self._num_blocks(max_tokens)
+        self.meta = torch.zeros(3 * max_seqs + 2 * self._nb_max, dtype=torch.int32, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.hidden: dict[int, torch.Tensor] = {}  # bucket -> its output [g, hidden]
         self.timings: dict[int, tuple[float, float]] = {}  # bucket -> (eager s, replay s)
-        self._capture_all(device)
-        self._keep_faster_buckets(device)
+        self.buckets: list[int] = []  # captured and kept, ascending
+        self.max_tokens = 0
+        self._capture(prefill_buckets(max_tokens))
 
-    def _static_batch(self, g: int, device: torch.device) -> ForwardBatch:
+    def _num_blocks(self, g: int) -> int:
+        return -(-g // self._block_m) + self.max_seqs
+
+    def _host_meta(self, g: int, starts, prefix_lens, extend_lens) -> torch.Tensor:
+        """The meta buffer's contents for a batch (host int32 tensors [bs] each) under bucket g."""
+        host = torch.zeros(3, self.max_seqs, dtype=torch.int32)
+        bs = len(extend_lens)
+        host[0, :bs], host[1, :bs], host[2, :bs] = starts, prefix_lens, extend_lens
+        blocks = torch.zeros(2, self._nb_max, dtype=torch.int32)
+        blocks[:, :self._num_blocks(g)] = self._extend_blocks(extend_lens, self._num_blocks(g))
+        return torch.cat([host.flatten(), blocks.flatten()])
+
+    def _static_batch(self, g: int) -> ForwardBatch:
+        s = self.max_seqs
         return ForwardBatch(
             input_ids=self.input_ids[:g], positions=self.positions[:g],
             out_cache_loc=self.out_cache_loc[:g], req_to_token=self.req_to_token,
-            seq_lens=torch.tensor([g]), prefix_lens=torch.zeros(1, dtype=torch.int64),
-            extend_lens=torch.tensor([g]), is_decode=False,
-            logits_indices=torch.tensor([g - 1], device=device))
+            seq_lens=torch.zeros(s, dtype=torch.int64), prefix_lens=torch.zeros(s, dtype=torch.int64),
+            extend_lens=torch.zeros(s, dtype=torch.int64), is_decode=False,
+            logits_indices=torch.tensor([g - 1], device=self.device))
 
-    def _run(self, fb: ForwardBatch) -> torch.Tensor:
-        meta = self.extend_meta
-        self.attn.bind_static_extend(fb, meta[0], meta[1], meta[2], fb.num_tokens)
+    def _run(self, fb: ForwardBatch, g: int) -> torch.Tensor:
+        s, nb = self.max_seqs, self._num_blocks(g)
+        lens = self.meta[:3 * s].view(3, s)
+        blocks = self.meta[3 * s:].view(2, self._nb_max)[:, :nb]
+        self.attn.bind_static_extend(fb, lens[0], lens[1], lens[2], (blocks[0], blocks[1]))
         return self.model(fb, self.pool, self.attn)
 
     @torch.inference_mode()
-    def _capture_all(self, device: torch.device) -> None:
+    def _capture(self, buckets: list[int]) -> None:
+        device = self.device
         mempool = torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream(device)
-        for g in reversed(self.buckets):  # largest first: smaller graphs reuse its memory
-            fb = self._static_batch(g, device)
-            self.extend_meta.copy_(torch.tensor([[0], [0], [g]], dtype=torch.int32))
-            stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm-up: Triton compiles, cuBLAS picks its kernels
-                    self._run(fb)
-            torch.cuda.current_stream(device).wait_stream(stream)
-            torch.cuda.synchronize(device)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=mempool, stream=stream):
-                self.hidden[g] = self._run(fb)
-            self.graphs[g] = graph
-        torch.cuda.synchronize(device)
 
-    @torch.inference_mode()
-    def _keep_faster_buckets(self, device: torch.device) -> None:
         def best_of_3(fn) -> float:
             times = []
             for _ in range(3):
@@ -115,30 +123,39 @@ class PrefillGraphRunner:
                 times.append(time.perf_counter() - t0)
             return min(times)
 
-        kept = []
-        for g in self.buckets:
-            fb = self._static_batch(g, device)
-            self.extend_meta.copy_(torch.tensor([[0], [0], [g]], dtype=torch.int32))
-            eager, replay = best_of_3(lambda: self._run(fb)), best_of_3(self.graphs[g].replay)
+        # smallest first, so a GPU-bound model stops before its big (slow, memory-hungry) buckets;
+        # later graphs reuse what earlier captures freed in the shared pool
+        for g in buckets:
+            fb = self._static_batch(g)
+            one = torch.tensor([g], dtype=torch.int32)
+            self.meta.copy_(self._host_meta(g, torch.zeros(1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32), one))
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                self._run(fb, g)  # warm-up: Triton compiles, cuBLAS picks its kernels
+            torch.cuda.current_stream(device).wait_stream(stream)
+            torch.cuda.synchronize(device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=mempool, stream=stream):
+                hidden = self._run(fb, g)
+            eager, replay = best_of_3(lambda: self._run(fb, g)), best_of_3(graph.replay)
             self.timings[g] = (eager, replay)
             if replay >= _KEEP_BELOW * eager:
                 break
-            kept.append(g)
-        for g in self.buckets[len(kept):]:
-            del self.graphs[g], self.hidden[g]
-        self.buckets = kept
-        self.max_tokens = kept[-1] if kept else 0
-        logger.info("prefill CUDA graphs up to %d tokens (%d buckets)", self.max_tokens, len(kept))
+            self.graphs[g], self.hidden[g] = graph, hidden
+            self.buckets.append(g)
+            self.max_tokens = g
         torch.cuda.synchronize(device)
+        logger.info("prefill CUDA graphs up to %d tokens (%d buckets)", self.max_tokens, len(self.buckets))
 
     def can_run(self, fb: ForwardBatch) -> bool:
-        return (not fb.is_decode and fb.batch_size == 1 and 0 < fb.num_tokens <= self.max_tokens
+        return (not fb.is_decode and 1 <= fb.batch_size <= self.max_seqs
+                and 0 < fb.num_tokens <= self.max_tokens
                 and fb.req_to_token.shape[1] <= self.max_context_len)
 
     def run(self, fb: ForwardBatch) -> torch.Tensor:
-        """Prefill the one sequence of fb; -> hidden [fb.num_tokens, hidden] (a view of the
-        graph's output, valid until the next replay of that bucket)."""
-        n = fb.num_tokens
+        """Prefill batch fb; -> hidden [fb.num_tokens, hidden] (a view of the graph's output,
+        valid until the next replay of that bucket)."""
+        n, bs = fb.num_tokens, fb.batch_size
         g = next(s for s in self.buckets if s >= n)
         self.input_ids[:n].copy_(fb.input_ids, non_blocking=True)
         self.positions[:n].copy_(fb.positions, non_blocking=True)
@@ -148,9 +165,11 @@ class PrefillGraphRunner:
             self.positions[n:g].zero_()
             self.out_cache_loc[n:g].zero_()
         width = fb.req_to_token.shape[1]
-        self.req_to_token[:, :width].copy_(fb.req_to_token, non_blocking=True)
+        self.req_to_token[:bs, :width].copy_(fb.req_to_token, non_blocking=True)
+        extend = fb.extend_lens.to(torch.int32)
+        starts = torch.cumsum(extend, 0, dtype=torch.int32) - extend
         # pinned, so the copy is queued without waiting (torch keeps the block until it is done)
-        meta = torch.tensor([[0], [int(fb.prefix_lens[0])], [n]], dtype=torch.int32).pin_memory()
-        self.extend_meta.copy_(meta, non_blocking=True)
+        host = self._host_meta(g, starts, fb.prefix_lens.to(torch.int32), extend).pin_memory()
+        self.meta.copy_(host, non_blocking=True)
         self.graphs[g].replay()
         return self.hidden[g][:n]

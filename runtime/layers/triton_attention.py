@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
-from sgl_lang.kernels.attention_extend import extend_attention
+from sgl_lang.kernels.attention_extend import extend_attention, extend_blocks
 from sgl_lang.kernels.attention_store import store_kv
 from sgl_lang.kernels.rope_store import rope_store_
 
@@ -42,6 +42,7 @@ class _ExtendMeta:
     prefix_lens: torch.Tensor  # [bs] int32 on the device
     extend_lens: torch.Tensor  # [bs] int32 on the device
     max_extend_len: int
+    blocks: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # ([nb], [nb]) int32: extend_blocks
 
 
 class TritonAttentionBackend(AttentionBackend):
@@ -64,13 +65,13 @@ class TritonAttentionBackend(AttentionBackend):
         self._meta = _DecodeMeta(seq_lens, pick_num_kv_splits(fb.batch_size, num_kv_heads, self.num_sms))
 
     def bind_static_extend(self, fb: "ForwardBatch", q_starts: torch.Tensor, prefix_lens: torch.Tensor,
-                           extend_lens: torch.Tensor, max_extend_len: int) -> None:
-        """Use these [bs] int32 device tensors (filled by the caller before each replay) as the
-        extend lengths of batch `fb`, and max_extend_len (its padded token count) for the grid;
+                           extend_lens: torch.Tensor, blocks: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Use these device tensors (int32, filled by the caller before each replay: [bs] lengths
+        and the padded block list of extend_blocks) as the extend metadata of batch `fb`;
         init_forward_metadata(fb) then does nothing."""
         self._static_fb = fb
         self._meta_fb = fb
-        self._meta = _ExtendMeta(q_starts, prefix_lens, extend_lens, max_extend_len)
+        self._meta = _ExtendMeta(q_starts, prefix_lens, extend_lens, 0, blocks)
 
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         if fb is self._static_fb:
@@ -87,11 +88,15 @@ class TritonAttentionBackend(AttentionBackend):
         extend = fb.extend_lens.to(torch.int32)
         starts = torch.zeros_like(extend)
         starts[1:] = torch.cumsum(extend, 0)[:-1]
-        packed = torch.stack([starts, fb.prefix_lens.to(torch.int32), extend])  # [3, bs] int32
+        bs = len(extend)
+        lens = torch.stack([starts, fb.prefix_lens.to(torch.int32), extend])  # [3, bs] int32
+        packed = torch.cat([lens.flatten(), extend_blocks(extend).flatten()])  # [3 * bs + 2 * nb]
         if device.type == "cuda":
             packed = packed.pin_memory()  # a pageable source may wait for the running step
         packed = packed.to(device, non_blocking=True)
-        self._meta = _ExtendMeta(packed[0], packed[1], packed[2], int(extend.max()) if len(extend) else 0)
+        lens, blocks = packed[:3 * bs].view(3, bs), packed[3 * bs:].view(2, -1)
+        self._meta = _ExtendMeta(lens[0], lens[1], lens[2], int(extend.max()) if bs else 0,
+                                 (blocks[0], blocks[1]))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
@@ -123,4 +128,4 @@ class TritonAttentionBackend(AttentionBackend):
             return decode_attention(q, k_cache, v_cache, fb.req_to_token, meta.seq_lens,
                                     meta.num_kv_splits)
         return extend_attention(q, k_cache, v_cache, fb.req_to_token, meta.q_starts,
-                                meta.prefix_lens, meta.extend_lens, meta.max_extend_len)
+                                meta.prefix_lens, meta.extend_lens, meta.max_extend_len, blocks=meta.blocks)

@@ -36,7 +36,7 @@ ENGINE_FLAG_HELP = {
     "disable_jump_forward": "do not jump over forced grammar tokens",
     "attention_backend": f"attention implementation, one of {ATTENTION_BACKENDS}",
     "cuda_graph_max_bs": "largest decode batch captured in a CUDA graph",
-    "cuda_graph_max_prefill_tokens": "one-sequence prefills up to this many tokens replay CUDA graphs (0: eager)",
+    "cuda_graph_max_prefill_tokens": "prefills up to this many tokens replay CUDA graphs where that is faster than eager (0: eager)",
     "disable_cuda_graph": "run decode and prefill eagerly on CUDA",
     "skip_warmup": "CUDA: skip the start-up requests that compile the Triton kernels a first request needs",
     "overlap_schedule": "auto (on for CUDA) / on / off: schedule step N+1 while step N runs on the device",

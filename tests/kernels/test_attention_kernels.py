@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sgl_lang.kernels.attention_decode import decode_attention, decode_attention_ref, pick_num_kv_splits
-from sgl_lang.kernels.attention_extend import extend_attention, extend_attention_ref
+from sgl_lang.kernels.attention_extend import extend_attention, extend_attention_ref, extend_blocks
 from sgl_lang.kernels.attention_prologue import rms_norm, rms_norm_ref, rope_, rope_ref
 from sgl_lang.kernels.attention_store import store_kv, store_kv_ref
 
@@ -74,7 +74,7 @@ def test_decode_merge_in_the_last_program_matches_two_launches(splits):
         torch.testing.assert_close(fused.float(), ref.float(), **_tol(torch.float32))
 
 
-def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed):
+def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed, blocks=None):
     gen = torch.Generator().manual_seed(seed)
     seq_lens = [p + e for p, e in zip(prefix_lens, extend_lens)]
     k_cache, v_cache, r2t = _paged_cache(seq_lens, hkv, d, dtype, device, gen)
@@ -82,7 +82,13 @@ def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed):
     starts = torch.tensor([0] + extend_lens[:-1], device=device).cumsum(0)
     p_t = torch.tensor(prefix_lens, device=device)
     e_t = torch.tensor(extend_lens, device=device)
-    out = extend_attention(q, k_cache, v_cache, r2t, starts, p_t, e_t, max(extend_lens))
+    listed = None
+    if blocks is not None:  # the block list: exact, or padded with no-work blocks (as a graph does)
+        table = extend_blocks(torch.tensor(extend_lens), None if blocks == "exact" else
+                              (sum(extend_lens) + 63) // 64 + len(extend_lens) + 3).to(device)
+        listed = (table[0], table[1])
+    out = extend_attention(q, k_cache, v_cache, r2t, starts, p_t, e_t,
+                           0 if blocks == "padded" else max(extend_lens), blocks=listed)
     ref = extend_attention_ref(q, k_cache, v_cache, r2t, p_t, e_t)
     torch.testing.assert_close(out.float(), ref.float(), **_tol(dtype))
 
@@ -92,9 +98,21 @@ def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed):
     ([0], [70], 2, 1, 32),               # several query and key tiles, causal across tiles
     ([4, 0], [0, 3], 3, 3, 24),          # a sequence with nothing new; odd head_dim
 ])
-def test_extend_matches_ref(prefix_lens, extend_lens, hq, hkv, d):
+@pytest.mark.parametrize("blocks", [None, "exact", "padded"])
+def test_extend_matches_ref(prefix_lens, extend_lens, hq, hkv, d, blocks):
     device = "cuda" if CUDA else "cpu"
-    _run_extend(prefix_lens, extend_lens, hq, hkv, d, torch.float32, device, seed=sum(extend_lens))
+    _run_extend(prefix_lens, extend_lens, hq, hkv, d, torch.float32, device, seed=sum(extend_lens),
+                blocks=blocks)
+
+
+def test_extend_blocks_lists_each_sequences_blocks_then_padding():
+    table = extend_blocks(torch.tensor([130, 0, 64, 1]), num_blocks=8)
+    assert table.dtype == torch.int32
+    assert table[0].tolist() == [0, 0, 0, 2, 3, -1, -1, -1]
+    assert table[1].tolist() == [0, 1, 2, 0, 0, 0, 0, 0]
+    assert extend_blocks(torch.tensor([5])).tolist() == [[0], [0]]
+    with pytest.raises(ValueError, match="do not fit"):
+        extend_blocks(torch.tensor([200]), num_blocks=3)
 
 
 def test_store_kv_on_strided_views():

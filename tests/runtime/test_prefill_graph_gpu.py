@@ -1,8 +1,8 @@
-"""One-sequence prefills replayed from CUDA graphs (runtime/prefill_graph_runner.py) against the
-same engine with prefill graphs off, on the same seeded random weights: the log-probabilities of
-every prompt token and the first output token's top 5 must agree (bf16 tolerance) for prompts
-that pad to a bucket, span several chunks (later chunks with a cached prefix), or reuse a cached
-prefix; batches of two sequences stay eager.
+"""Prefills replayed from CUDA graphs (runtime/prefill_graph_runner.py) against the same engine
+with prefill graphs off, on the same seeded random weights: the log-probabilities of every prompt
+token and the first output token's top 5 must agree (bf16 tolerance) for prompts that pad to a
+bucket, span several chunks (later chunks with a cached prefix), reuse a cached prefix, or are
+prefilled together in one batch.
 
 Uses the default model's config and tokenizer (see test_overlap_gpu.py for where they come from)."""
 import random
@@ -84,14 +84,35 @@ def _batch(num_tokens: list[int], is_decode=False):
                         logits_indices=torch.tensor([n - 1], device="cuda"))
 
 
-def test_only_one_sequence_prefills_up_to_the_largest_bucket_replay(engines):
+def test_batches_up_to_max_seqs_and_the_largest_bucket_replay(engines):
     graphs, _ = engines
     runner = graphs.runner.prefill_graphs
     assert runner is not None and runner.max_tokens == CHUNK and runner.buckets[-1] == CHUNK
-    assert runner.can_run(_batch([100]))
-    assert not runner.can_run(_batch([50, 50]))  # two sequences
+    assert runner.max_seqs == 8
+    assert runner.can_run(_batch([100])) and runner.can_run(_batch([50, 1, 70]))
+    assert not runner.can_run(_batch([1] * 9))  # more sequences than captured
     assert not runner.can_run(_batch([1], is_decode=True))
     assert not runner.can_run(_batch([CHUNK + 1]))
+
+
+def test_batched_prefill_graphs_match_eager(engines):
+    graphs, eager = engines
+    vocab = graphs.loaded.vocab_size
+    g = random.Random(1)
+    prompts = [[g.randrange(10, vocab) for _ in range(n)] for n in (3, 90, 41, 17)]
+    kw = dict(sampling_params={"temperature": 0, "max_new_tokens": 1}, return_logprob=True,
+              logprob_start_len=0, top_logprobs_num=5)
+    before = graphs.get_stats()["num_prefill_graph_steps"]
+    outs = [engine.generate(input_ids=prompts, **kw) for engine in (graphs, eager)]
+    for i, (a, b) in enumerate(zip(*outs)):
+        scored = []
+        for out in (a, b):
+            meta = out["meta_info"]
+            scored.append((torch.tensor([lp for lp, _, _ in meta["input_token_logprobs"] if lp is not None]),
+                           {t: lp for lp, t, _ in meta["output_top_logprobs"][0]}))
+        _assert_close(*scored, f"prompt {i} of a batch")
+    assert graphs.get_stats()["num_prefill_graph_steps"] > before
+    graphs.check_integrity()
 
 
 def test_decoding_after_graph_prefills(engines):
