@@ -36,7 +36,9 @@ import triton.language as tl
 from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_qkv_strides
 
 
-@triton.jit
+# the row stride of req_to_token is the batch's longest sequence, different almost every batch:
+# not specialised on (divisible by 16 or not), so it never makes a new compile mid-serving
+@triton.jit(do_not_specialize=["stride_rb"])
 def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, BlockSeq, BlockMb,
                    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot,
                    stride_rb, sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,

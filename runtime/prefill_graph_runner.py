@@ -13,7 +13,8 @@ batch's lengths, the token copies and one graph.
                                               attention reads only each sequence's tokens)
         meta                                  int32: [3, max_seqs] q start, prefix_len, extend_len
                                               (0 for absent sequences), then [2, nb(max_tokens)]
-                                              the block list (sequence -1: no work)
+                                              the block list (sequence -1: no work); each row
+                                              padded to a multiple of 4 (16-byte aligned)
     graph g:  hidden[g] = model(fb_g, pool, attn)   # [g, hidden]; rows past the batch are padding
     nb(g) = cdiv(g, BLOCK_M) + max_seqs            # blocks of any batch of <= g tokens
 
@@ -70,8 +71,10 @@ class PrefillGraphRunner:
         self.positions = torch.zeros(max_tokens, **i64)
         self.out_cache_loc = torch.zeros(max_tokens, **i64)
         self.req_to_token = torch.zeros(max_seqs, max_context_len, **i64)
-        self._nb_max = self._num_blocks(max_tokens)
-        self.meta = torch.zeros(3 * max_seqs + 2 * self._nb_max, dtype=torch.int32, device=device)
+        # int32 rows of 16-byte multiples, so each row starts aligned (the eager path's layout too)
+        self._width = -(-max_seqs // 4) * 4
+        self._nb_max = -(-self._num_blocks(max_tokens) // 4) * 4
+        self.meta = torch.zeros(3 * self._width + 2 * self._nb_max, dtype=torch.int32, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.hidden: dict[int, torch.Tensor] = {}  # bucket -> its output [g, hidden]
         self.timings: dict[int, tuple[float, float]] = {}  # bucket -> (eager s, replay s)
@@ -84,7 +87,7 @@ class PrefillGraphRunner:
 
     def _host_meta(self, g: int, starts, prefix_lens, extend_lens) -> torch.Tensor:
         """The meta buffer's contents for a batch (host int32 tensors [bs] each) under bucket g."""
-        host = torch.zeros(3, self.max_seqs, dtype=torch.int32)
+        host = torch.zeros(3, self._width, dtype=torch.int32)
         bs = len(extend_lens)
         host[0, :bs], host[1, :bs], host[2, :bs] = starts, prefix_lens, extend_lens
         blocks = torch.zeros(2, self._nb_max, dtype=torch.int32)
@@ -101,9 +104,9 @@ class PrefillGraphRunner:
             logits_indices=torch.tensor([g - 1], device=self.device))
 
     def _run(self, fb: ForwardBatch, g: int) -> torch.Tensor:
-        s, nb = self.max_seqs, self._num_blocks(g)
-        lens = self.meta[:3 * s].view(3, s)
-        blocks = self.meta[3 * s:].view(2, self._nb_max)[:, :nb]
+        w, s, nb = self._width, self.max_seqs, self._num_blocks(g)
+        lens = self.meta[:3 * w].view(3, w)[:, :s]
+        blocks = self.meta[3 * w:].view(2, self._nb_max)[:, :nb]
         self.attn.bind_static_extend(fb, lens[0], lens[1], lens[2], (blocks[0], blocks[1]))
         return self.model(fb, self.pool, self.attn)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
-from sgl_lang.kernels.attention_extend import extend_attention, extend_blocks
+from sgl_lang.kernels.attention_extend import BLOCK_M, extend_attention, extend_blocks
 from sgl_lang.kernels.attention_store import store_kv
 from sgl_lang.kernels.rope_store import rope_store_
 
@@ -89,12 +89,19 @@ class TritonAttentionBackend(AttentionBackend):
         starts = torch.zeros_like(extend)
         starts[1:] = torch.cumsum(extend, 0)[:-1]
         bs = len(extend)
-        lens = torch.stack([starts, fb.prefix_lens.to(torch.int32), extend])  # [3, bs] int32
-        packed = torch.cat([lens.flatten(), extend_blocks(extend).flatten()])  # [3 * bs + 2 * nb]
+        # each of the five int32 rows starts 16-byte aligned (widths rounded up to 4), so Triton
+        # sees one pointer alignment whatever the batch size (one compiled kernel, not four)
+        width = -(-bs // 4) * 4
+        num_blocks = int(((extend.to(torch.int64) + BLOCK_M - 1) // BLOCK_M).sum())
+        nb = -(-num_blocks // 4) * 4
+        packed = torch.zeros(3 * width + 2 * nb, dtype=torch.int32)
+        lens = packed[:3 * width].view(3, width)
+        lens[0, :bs], lens[1, :bs], lens[2, :bs] = starts, fb.prefix_lens.to(torch.int32), extend
+        packed[3 * width:] = extend_blocks(extend, nb).flatten()  # padded with no-work blocks
         if device.type == "cuda":
             packed = packed.pin_memory()  # a pageable source may wait for the running step
         packed = packed.to(device, non_blocking=True)
-        lens, blocks = packed[:3 * bs].view(3, bs), packed[3 * bs:].view(2, -1)
+        lens, blocks = packed[:3 * width].view(3, width)[:, :bs], packed[3 * width:].view(2, nb)
         self._meta = _ExtendMeta(lens[0], lens[1], lens[2], int(extend.max()) if bs else 0,
                                  (blocks[0], blocks[1]))
 

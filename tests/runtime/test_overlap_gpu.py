@@ -51,7 +51,8 @@ def engine(tmp_path_factory):
 
 def test_start_up_warm_up_leaves_nothing_to_compile_for_a_first_request(engine):
     """runtime/warmup.py: the engine starts with fresh counters and an empty cache, and a batch-1
-    request (fresh prompt, greedy, then temperature + top-p) compiles no Triton kernel."""
+    request (fresh prompt, greedy, then temperature + top-p), then batches of 5, 11 and 3, compile
+    no Triton kernel."""
     knobs = pytest.importorskip("triton.knobs")
     if not hasattr(knobs.runtime, "jit_cache_hook"):
         pytest.skip("this Triton has no jit_cache_hook")
@@ -65,6 +66,11 @@ def test_start_up_warm_up_leaves_nothing_to_compile_for_a_first_request(engine):
             out = engine.generate("A first request of its kind, batch one.",
                                   sampling_params=dict(params, max_new_tokens=6, ignore_eos=True))
             assert out["meta_info"]["completion_tokens"] == 6
+        # batches of other sizes (other row splits of the sampling kernel, other prefill shapes)
+        for n, params in ((5, {"temperature": 0.7}), (11, {"temperature": 0.7, "top_p": 0.9}), (3, {"temperature": 0})):
+            outs = engine.generate([f"Request {i} of a batch of {n}: " + "word " * (7 * i) for i in range(n)],
+                                   sampling_params=dict(params, max_new_tokens=5, ignore_eos=True))
+            assert all(o["meta_info"]["completion_tokens"] == 5 for o in outs)
     finally:
         knobs.runtime.jit_cache_hook = saved
     assert compiled == []
