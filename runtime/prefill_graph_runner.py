@@ -24,7 +24,8 @@ LM head runs eagerly on the rows that need logits.
 
 A big model's long prefill is bound by the GPU instead, where a graph saves nothing and padding
 costs compute: buckets are captured smallest first, each timed replayed and eager (synchronised,
-best of 3), and capture stops at the first bucket whose replay is not clearly faster.
+best of 3, as a batch of prompts of up to 512 tokens), and capture stops at the first bucket whose
+replay is not clearly faster.
 
 Only attention backends with `bind_static_extend` (triton) can be captured; the model must be a
 single rank (tensor-parallel prefills stay eager).
@@ -40,6 +41,7 @@ from .forward_batch import ForwardBatch
 
 logger = logging.getLogger("sgl_lang.runtime")
 _KEEP_BELOW = 0.9  # a bucket's replay must take under this share of its eager forward
+_TIMED_LEN = 512  # tokens per sequence of the batch a bucket is timed with
 
 
 def prefill_buckets(max_tokens: int) -> list[int]:
@@ -130,8 +132,13 @@ class PrefillGraphRunner:
         # later graphs reuse what earlier captures freed in the shared pool
         for g in buckets:
             fb = self._static_batch(g)
-            one = torch.tensor([g], dtype=torch.int32)
-            self.meta.copy_(self._host_meta(g, torch.zeros(1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32), one))
+            # timed (and captured) as a batch of prompts of up to _TIMED_LEN tokens: a long single
+            # sequence's attention would call a bucket GPU-bound that batches of prompts are not
+            k = min(self.max_seqs, -(-g // _TIMED_LEN))
+            extend = torch.full((k,), g // k, dtype=torch.int32)
+            extend[:g % k] += 1
+            starts = torch.cumsum(extend, 0, dtype=torch.int32) - extend
+            self.meta.copy_(self._host_meta(g, starts, torch.zeros(k, dtype=torch.int32), extend))
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
                 self._run(fb, g)  # warm-up: Triton compiles, cuBLAS picks its kernels
