@@ -47,6 +47,8 @@ def _warm_sampling(engine) -> None:
     from .sampling_batch import SamplingBatchInfo
     from .sampling_params import SamplingParams
     runner = engine.runner
+    if runner.device.type != "cuda":  # the reference sampler: nothing to compile
+        return
     cap = engine.config.max_running_requests
     sizes = sorted({1 << i for i in range(cap.bit_length())} | {cap})  # 1, 2, 4, ... and cap
     gen = torch.Generator(device=runner.device).manual_seed(0)
