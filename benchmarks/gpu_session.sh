@@ -13,6 +13,7 @@
 #   bash benchmarks/gpu_session.sh ttft      # host time of a batch-1 first token, by part (~1 min)
 #   bash benchmarks/gpu_session.sh attn      # decode attention: splits x keys per step x stages (~2 min)
 #   bash benchmarks/gpu_session.sh merge     # decode attention: split merge in the last program vs a launch (~20 s)
+#   bash benchmarks/gpu_session.sh startup   # Engine() start-up with prefill graphs on and off (~1 min)
 #   bash benchmarks/gpu_session.sh profile   # kernels of one 135M batch-64 decode graph step (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
@@ -72,12 +73,13 @@ for arg in "$@"; do
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
         ttft) part ttft ${lim:-120} bash -c "python3 -m benchmarks.bench_launch; python3 -m benchmarks.profile_ttft --shape smollm2-135m --prompt 512 --cprofile 45" ;;
         attn) part attn ${lim:-200} python3 -m benchmarks.bench_decode_attention ;;
+        startup) part startup ${lim:-150} python3 -m benchmarks.bench_startup ;;
         merge) part merge ${lim:-90} python3 -m benchmarks.bench_decode_attention --merge ;;
         profile) part profile ${lim:-120} python3 -m benchmarks.profile_decode --shape smollm2-135m --bs 64 --ctx 768 ;;
         loop) part loop ${lim:-150} bash -c "python3 -m benchmarks.profile_decode --loop --shape smollm2-135m --bs 64 --ctx 512 &&
                                               python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, engine135, quicktests)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests)" ;;
     esac
 done
 ls "$OUT"

@@ -28,6 +28,7 @@ the causal mask only bites on the diagonal tiles.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -111,6 +112,58 @@ def extend_blocks(extend_lens: torch.Tensor, num_blocks: int | None = None) -> t
     out[0, total:] = -1
     out[1, total:] = 0
     return out
+
+
+def _round4(n: int) -> int:
+    return -(-n // 4) * 4
+
+
+@dataclass(frozen=True)
+class ExtendMetaLayout:
+    """One int32 buffer holding a batch's extend metadata, so it reaches the device in one copy:
+
+        [0, width)            q_starts      (first row of each sequence in q; zero past bs)
+        [width, 2 width)      prefix_lens
+        [2 width, 3 width)    extend_lens
+        [3 width, +nb)        block_seq     (extend_blocks, padded with no-work blocks)
+        [3 width + nb, +nb)   block_mb
+
+    width and num_blocks are multiples of 4, so every row starts 16-byte aligned and Triton sees
+    one pointer alignment whatever the batch (one compiled kernel, not four)."""
+    width: int  # >= the batch size
+    num_blocks: int  # >= the batch's block count
+
+    @classmethod
+    def of(cls, max_seqs: int, max_blocks: int) -> "ExtendMetaLayout":
+        return cls(_round4(max_seqs), _round4(max_blocks))
+
+    @classmethod
+    def for_batch(cls, extend_lens: torch.Tensor) -> "ExtendMetaLayout":
+        """The smallest layout of one batch (extend_lens: [bs] ints on the host)."""
+        blocks = int(((extend_lens.to(torch.int64) + BLOCK_M - 1) // BLOCK_M).sum())
+        return cls.of(len(extend_lens), blocks)
+
+    @property
+    def size(self) -> int:
+        return 3 * self.width + 2 * self.num_blocks
+
+    def pack(self, prefix_lens: torch.Tensor, extend_lens: torch.Tensor) -> torch.Tensor:
+        """[bs] host ints each -> the buffer's contents, int32 [size] on the host."""
+        extend = extend_lens.to(torch.int32)
+        out = torch.zeros(self.size, dtype=torch.int32)
+        lens = out[:3 * self.width].view(3, self.width)
+        bs = len(extend)
+        lens[0, :bs] = torch.cumsum(extend, 0, dtype=torch.int32) - extend
+        lens[1, :bs], lens[2, :bs] = prefix_lens.to(torch.int32), extend
+        out[3 * self.width:] = extend_blocks(extend, self.num_blocks).flatten()
+        return out
+
+    def views(self, buffer: torch.Tensor, bs: int, num_blocks: int | None = None):
+        """buffer [size] (on the device) -> (q_starts, prefix_lens, extend_lens) [bs] each and
+        blocks ([num_blocks], [num_blocks]) for extend_attention (num_blocks: all by default)."""
+        lens = buffer[:3 * self.width].view(3, self.width)[:, :bs]
+        blocks = buffer[3 * self.width:].view(2, self.num_blocks)[:, :num_blocks or self.num_blocks]
+        return lens[0], lens[1], lens[2], (blocks[0], blocks[1])
 
 
 def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

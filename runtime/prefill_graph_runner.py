@@ -11,10 +11,10 @@ batch's lengths, the token copies and one graph.
         input_ids, positions, out_cache_loc   [max_tokens] int64
         req_to_token                          [max_seqs, max_context_len] int64 (row tails stale:
                                               attention reads only each sequence's tokens)
-        meta                                  int32: [3, max_seqs] q start, prefix_len, extend_len
-                                              (0 for absent sequences), then [2, nb(max_tokens)]
-                                              the block list (sequence -1: no work); each row
-                                              padded to a multiple of 4 (16-byte aligned)
+        meta                                  int32, ExtendMetaLayout: q start, prefix_len and
+                                              extend_len per sequence (0 for absent ones), then
+                                              the block list of nb(max_tokens) (sequence -1: no
+                                              work); a graph of bucket g reads its first nb(g)
     graph g:  hidden[g] = model(fb_g, pool, attn)   # [g, hidden]; rows past the batch are padding
     nb(g) = cdiv(g, BLOCK_M) + max_seqs            # blocks of any batch of <= g tokens
 
@@ -62,8 +62,8 @@ class PrefillGraphRunner:
                  device: torch.device):
         if not hasattr(attn, "bind_static_extend"):
             raise ValueError(f"attention backend {attn.name!r} cannot capture a prefill graph")
-        from sgl_lang.kernels.attention_extend import BLOCK_M, extend_blocks  # (triton: CUDA only)
-        self._block_m, self._extend_blocks = BLOCK_M, extend_blocks
+        from sgl_lang.kernels.attention_extend import BLOCK_M, ExtendMetaLayout  # (triton: CUDA only)
+        self._block_m = BLOCK_M
         self.model, self.attn, self.pool = model, attn, pool
         self.max_seqs = max_seqs
         self.max_context_len = max_context_len
@@ -73,10 +73,8 @@ class PrefillGraphRunner:
         self.positions = torch.zeros(max_tokens, **i64)
         self.out_cache_loc = torch.zeros(max_tokens, **i64)
         self.req_to_token = torch.zeros(max_seqs, max_context_len, **i64)
-        # int32 rows of 16-byte multiples, so each row starts aligned (the eager path's layout too)
-        self._width = -(-max_seqs // 4) * 4
-        self._nb_max = -(-self._num_blocks(max_tokens) // 4) * 4
-        self.meta = torch.zeros(3 * self._width + 2 * self._nb_max, dtype=torch.int32, device=device)
+        self.layout = ExtendMetaLayout.of(max_seqs, self._num_blocks(max_tokens))
+        self.meta = torch.zeros(self.layout.size, dtype=torch.int32, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.hidden: dict[int, torch.Tensor] = {}  # bucket -> its output [g, hidden]
         self.timings: dict[int, tuple[float, float]] = {}  # bucket -> (eager s, replay s)
@@ -86,15 +84,6 @@ class PrefillGraphRunner:
 
     def _num_blocks(self, g: int) -> int:
         return -(-g // self._block_m) + self.max_seqs
-
-    def _host_meta(self, g: int, starts, prefix_lens, extend_lens) -> torch.Tensor:
-        """The meta buffer's contents for a batch (host int32 tensors [bs] each) under bucket g."""
-        host = torch.zeros(3, self._width, dtype=torch.int32)
-        bs = len(extend_lens)
-        host[0, :bs], host[1, :bs], host[2, :bs] = starts, prefix_lens, extend_lens
-        blocks = torch.zeros(2, self._nb_max, dtype=torch.int32)
-        blocks[:, :self._num_blocks(g)] = self._extend_blocks(extend_lens, self._num_blocks(g))
-        return torch.cat([host.flatten(), blocks.flatten()])
 
     def _static_batch(self, g: int) -> ForwardBatch:
         s = self.max_seqs
@@ -106,10 +95,9 @@ class PrefillGraphRunner:
             logits_indices=torch.tensor([g - 1], device=self.device))
 
     def _run(self, fb: ForwardBatch, g: int) -> torch.Tensor:
-        w, s, nb = self._width, self.max_seqs, self._num_blocks(g)
-        lens = self.meta[:3 * w].view(3, w)[:, :s]
-        blocks = self.meta[3 * w:].view(2, self._nb_max)[:, :nb]
-        self.attn.bind_static_extend(fb, lens[0], lens[1], lens[2], (blocks[0], blocks[1]))
+        q_starts, prefix_lens, extend_lens, blocks = self.layout.views(self.meta, self.max_seqs,
+                                                                       self._num_blocks(g))
+        self.attn.bind_static_extend(fb, q_starts, prefix_lens, extend_lens, blocks)
         return self.model(fb, self.pool, self.attn)
 
     @torch.inference_mode()
@@ -137,8 +125,7 @@ class PrefillGraphRunner:
             k = min(self.max_seqs, -(-g // _TIMED_LEN))
             extend = torch.full((k,), g // k, dtype=torch.int32)
             extend[:g % k] += 1
-            starts = torch.cumsum(extend, 0, dtype=torch.int32) - extend
-            self.meta.copy_(self._host_meta(g, starts, torch.zeros(k, dtype=torch.int32), extend))
+            self.meta.copy_(self.layout.pack(torch.zeros(k, dtype=torch.int32), extend))
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
                 self._run(fb, g)  # warm-up: Triton compiles, cuBLAS picks its kernels
@@ -176,10 +163,7 @@ class PrefillGraphRunner:
             self.out_cache_loc[n:g].zero_()
         width = fb.req_to_token.shape[1]
         self.req_to_token[:bs, :width].copy_(fb.req_to_token, non_blocking=True)
-        extend = fb.extend_lens.to(torch.int32)
-        starts = torch.cumsum(extend, 0, dtype=torch.int32) - extend
         # pinned, so the copy is queued without waiting (torch keeps the block until it is done)
-        host = self._host_meta(g, starts, fb.prefix_lens.to(torch.int32), extend).pin_memory()
-        self.meta.copy_(host, non_blocking=True)
+        self.meta.copy_(self.layout.pack(fb.prefix_lens, fb.extend_lens).pin_memory(), non_blocking=True)
         self.graphs[g].replay()
         return self.hidden[g][:n]

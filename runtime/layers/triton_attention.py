@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
-from sgl_lang.kernels.attention_extend import BLOCK_M, extend_attention, extend_blocks
+from sgl_lang.kernels.attention_extend import ExtendMetaLayout, extend_attention
 from sgl_lang.kernels.attention_store import store_kv
 from sgl_lang.kernels.rope_store import rope_store_
 
@@ -85,25 +85,15 @@ class TritonAttentionBackend(AttentionBackend):
             seq_lens = lens.to(device=device, dtype=torch.int32, non_blocking=True)
             self._meta = _DecodeMeta(seq_lens, 0)  # split count fixed on the first layer (needs Hkv)
             return
-        extend = fb.extend_lens.to(torch.int32)
-        starts = torch.zeros_like(extend)
-        starts[1:] = torch.cumsum(extend, 0)[:-1]
-        bs = len(extend)
-        # each of the five int32 rows starts 16-byte aligned (widths rounded up to 4), so Triton
-        # sees one pointer alignment whatever the batch size (one compiled kernel, not four)
-        width = -(-bs // 4) * 4
-        num_blocks = int(((extend.to(torch.int64) + BLOCK_M - 1) // BLOCK_M).sum())
-        nb = -(-num_blocks // 4) * 4
-        packed = torch.zeros(3 * width + 2 * nb, dtype=torch.int32)
-        lens = packed[:3 * width].view(3, width)
-        lens[0, :bs], lens[1, :bs], lens[2, :bs] = starts, fb.prefix_lens.to(torch.int32), extend
-        packed[3 * width:] = extend_blocks(extend, nb).flatten()  # padded with no-work blocks
+        extend = fb.extend_lens
+        layout = ExtendMetaLayout.for_batch(extend)
+        packed = layout.pack(fb.prefix_lens, extend)  # one int32 buffer: lengths and block list
         if device.type == "cuda":
             packed = packed.pin_memory()  # a pageable source may wait for the running step
         packed = packed.to(device, non_blocking=True)
-        lens, blocks = packed[:3 * width].view(3, width)[:, :bs], packed[3 * width:].view(2, nb)
-        self._meta = _ExtendMeta(lens[0], lens[1], lens[2], int(extend.max()) if bs else 0,
-                                 (blocks[0], blocks[1]))
+        q_starts, prefix_lens, extend_lens, blocks = layout.views(packed, len(extend))
+        max_extend = int(extend.max()) if len(extend) else 0
+        self._meta = _ExtendMeta(q_starts, prefix_lens, extend_lens, max_extend, blocks)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sgl_lang.kernels.attention_decode import decode_attention, decode_attention_ref, pick_num_kv_splits
-from sgl_lang.kernels.attention_extend import extend_attention, extend_attention_ref, extend_blocks
+from sgl_lang.kernels.attention_extend import (ExtendMetaLayout, extend_attention, extend_attention_ref,
+                                               extend_blocks)
 from sgl_lang.kernels.attention_prologue import rms_norm, rms_norm_ref, rope_, rope_ref
 from sgl_lang.kernels.attention_store import store_kv, store_kv_ref
 
@@ -113,6 +114,21 @@ def test_extend_blocks_lists_each_sequences_blocks_then_padding():
     assert extend_blocks(torch.tensor([5])).tolist() == [[0], [0]]
     with pytest.raises(ValueError, match="do not fit"):
         extend_blocks(torch.tensor([200]), num_blocks=3)
+
+
+def test_extend_meta_layout_packs_lengths_and_blocks_in_aligned_rows():
+    extend, prefix = torch.tensor([130, 0, 5]), torch.tensor([7, 0, 2])
+    layout = ExtendMetaLayout.for_batch(extend)  # 3 + 0 + 1 blocks, 3 sequences: rows of 4
+    assert layout == ExtendMetaLayout(4, 4) and layout.size == 20
+    q_starts, prefix_lens, extend_lens, (seq, mb) = layout.views(layout.pack(prefix, extend), 3)
+    assert q_starts.tolist() == [0, 130, 130] and prefix_lens.tolist() == [7, 0, 2]
+    assert extend_lens.tolist() == [130, 0, 5]
+    assert seq.tolist() == [0, 0, 0, 2] and mb.tolist() == [0, 1, 2, 0]
+    assert all(t.storage_offset() % 4 == 0 for t in (q_starts, prefix_lens, extend_lens, seq, mb))
+    wide = ExtendMetaLayout.of(6, 9)  # a graph's layout: room for 6 sequences, 9 blocks
+    assert wide == ExtendMetaLayout(8, 12)
+    *_, (seq, mb) = wide.views(wide.pack(prefix, extend), 3, num_blocks=6)
+    assert seq.tolist() == [0, 0, 0, 2, -1, -1] and len(mb) == 6
 
 
 def test_store_kv_on_strided_views():
