@@ -21,6 +21,7 @@ from .mem.req_to_token import ReqToTokenTable
 from .models.loader import LoadedModel
 from .request import Req
 from .penalties import apply_penalties, count_tokens
+from .prompt_logprobs import prompt_logprobs
 from .sampler import sample, top_logprobs
 from .sampling_batch import BatchSamplingParams, SampleFacts, SamplingBatchInfo, sample_facts
 from .scheduler import ScheduledBatch
@@ -229,7 +230,7 @@ class ModelRunner:
                         tops[j] = list(zip(vals[j][:m], idx[j][:m]))
             for j, i in enumerate(handle.sampling):
                 next_ids[i], next_lp[i], next_top[i] = toks[j], lps[j], tops[j]
-        in_lp, in_top = self._input_logprobs(handle.batch, logits, input_rows)
+        in_lp, in_top = prompt_logprobs(handle.batch, logits, input_rows)
         return RunnerOutput(next_ids, next_lp, next_top, in_lp, in_top)
 
     def _facts_of(self, reqs: list[Req]) -> SampleFacts:
@@ -289,26 +290,3 @@ class ModelRunner:
                 except Exception as e:  # a grammar library failing ends only its own request
                     req.error = f"grammar failed while masking: {type(e).__name__}: {e}"
         return mask.to(self.device, non_blocking=True)
-
-    def _input_logprobs(self, batch: ScheduledBatch, logits: torch.Tensor, input_rows: list[list[int]]):
-        in_lp: list[list] = [[] for _ in batch.reqs]
-        in_top: list[list] = [[] for _ in batch.reqs]
-        if not any(input_rows):
-            return in_lp, in_top
-        all_rows = [r for rows in input_rows for r in rows]
-        lsm = torch.log_softmax(logits[all_rows].float(), dim=-1)  # [n, vocab]
-        cursor = 0
-        for i, (req, rows) in enumerate(zip(batch.reqs, input_rows)):
-            if not rows:
-                continue
-            first_pos = max(batch.prefix_lens[i], req.logprob_start_len)
-            targets = torch.tensor(req.prompt_ids[first_pos + 1:first_pos + 1 + len(rows)],
-                                   dtype=torch.int64, device=lsm.device)
-            part = lsm[cursor:cursor + len(rows)]
-            vals = part.gather(1, targets[:, None])[:, 0].tolist()
-            in_lp[i] = list(zip(vals, targets.tolist()))
-            if req.top_logprobs_num > 0:
-                tv, ti = top_logprobs(part, req.top_logprobs_num)
-                in_top[i] = [list(zip(a, b)) for a, b in zip(tv.tolist(), ti.tolist())]
-            cursor += len(rows)
-        return in_lp, in_top
