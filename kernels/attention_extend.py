@@ -96,11 +96,16 @@ def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, Bl
 BLOCK_M = 64  # new tokens per program
 
 
+def _block_counts(extend_lens: torch.Tensor) -> torch.Tensor:
+    """[bs] host ints -> [bs] int64: BLOCK_M-token blocks per sequence."""
+    return (extend_lens.to(torch.int64) + BLOCK_M - 1) // BLOCK_M
+
+
 def extend_blocks(extend_lens: torch.Tensor, num_blocks: int | None = None) -> torch.Tensor:
     """extend_lens: [bs] ints on the host -> [2, num_blocks] int32 on the host: row 0 the sequence
     of each BLOCK_M-token block, row 1 its block number in that sequence; padded with
     (-1, 0) up to num_blocks when given (at least cdiv(sum, BLOCK_M) + bs covers any batch)."""
-    counts = (extend_lens.to(torch.int64) + BLOCK_M - 1) // BLOCK_M  # [bs] blocks per sequence
+    counts = _block_counts(extend_lens)
     total = int(counts.sum())
     size = total if num_blocks is None else num_blocks
     if size < total:
@@ -140,8 +145,7 @@ class ExtendMetaLayout:
     @classmethod
     def for_batch(cls, extend_lens: torch.Tensor) -> "ExtendMetaLayout":
         """The smallest layout of one batch (extend_lens: [bs] ints on the host)."""
-        blocks = int(((extend_lens.to(torch.int64) + BLOCK_M - 1) // BLOCK_M).sum())
-        return cls.of(len(extend_lens), blocks)
+        return cls.of(len(extend_lens), int(_block_counts(extend_lens).sum()))
 
     @property
     def size(self) -> int:

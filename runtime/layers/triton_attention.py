@@ -8,7 +8,7 @@ sgl_lang.kernels (the default on CUDA).
 
 Per-batch metadata (device copies of the lengths, the split count) is built once per
 ForwardBatch. For CUDA graphs the runners bind static device buffers with `bind_static_decode`
-(decode batches) or `bind_static_extend` (one-sequence prefills); the captured and replayed
+(decode batches) or `bind_static_extend` (prefill batches); the captured and replayed
 forward then reads the lengths from those buffers and never syncs with the host.
 """
 from __future__ import annotations
@@ -41,8 +41,7 @@ class _ExtendMeta:
     q_starts: torch.Tensor  # [bs] int32 on the device: first row of each sequence in q
     prefix_lens: torch.Tensor  # [bs] int32 on the device
     extend_lens: torch.Tensor  # [bs] int32 on the device
-    max_extend_len: int
-    blocks: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # ([nb], [nb]) int32: extend_blocks
+    blocks: tuple[torch.Tensor, torch.Tensor]  # ([nb], [nb]) int32 on the device: extend_blocks
 
 
 class TritonAttentionBackend(AttentionBackend):
@@ -71,7 +70,7 @@ class TritonAttentionBackend(AttentionBackend):
         init_forward_metadata(fb) then does nothing."""
         self._static_fb = fb
         self._meta_fb = fb
-        self._meta = _ExtendMeta(q_starts, prefix_lens, extend_lens, 0, blocks)
+        self._meta = _ExtendMeta(q_starts, prefix_lens, extend_lens, blocks)
 
     def init_forward_metadata(self, fb: "ForwardBatch") -> None:
         if fb is self._static_fb:
@@ -91,9 +90,7 @@ class TritonAttentionBackend(AttentionBackend):
         if device.type == "cuda":
             packed = packed.pin_memory()  # a pageable source may wait for the running step
         packed = packed.to(device, non_blocking=True)
-        q_starts, prefix_lens, extend_lens, blocks = layout.views(packed, len(extend))
-        max_extend = int(extend.max()) if len(extend) else 0
-        self._meta = _ExtendMeta(q_starts, prefix_lens, extend_lens, max_extend, blocks)
+        self._meta = _ExtendMeta(*layout.views(packed, len(extend)))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
@@ -124,5 +121,6 @@ class TritonAttentionBackend(AttentionBackend):
             q = q if q.stride(2) == 1 else q.contiguous()
             return decode_attention(q, k_cache, v_cache, fb.req_to_token, meta.seq_lens,
                                     meta.num_kv_splits)
+        # the block list sets the grid, so no longest extend length is needed (0)
         return extend_attention(q, k_cache, v_cache, fb.req_to_token, meta.q_starts,
-                                meta.prefix_lens, meta.extend_lens, meta.max_extend_len, blocks=meta.blocks)
+                                meta.prefix_lens, meta.extend_lens, 0, blocks=meta.blocks)
