@@ -76,7 +76,7 @@ def run_ours(cfg, bs, in_len, out_len, **flags) -> tuple[float, dict]:
     decode_s = max(o["meta_info"]["e2e_latency"] for o in outs) - max(o["meta_info"]["ttft"] for o in outs)
     stats = {"steps": eng.num_steps, "graph_ms": _graph_step_ms(eng, bs),
              "decode_tok_s": (n - len(outs)) / decode_s if decode_s > 0 else float("nan"),
-             "overlapped_steps": eng.num_overlapped_steps}
+             "overlapped_steps": eng.num_overlapped_steps, "decode_gemm": str(eng.runner.decode_gemm)}
     eng.shutdown()
     del eng
     gc.collect()
@@ -211,7 +211,10 @@ def main() -> None:
     ap.add_argument("--prefill-graph-tokens", type=int, default=None,
                     help="cuda_graph_max_prefill_tokens (0: eager prefills; default: the engine's)")
     ap.add_argument("--only-offline", action="store_true")
+    ap.add_argument("--decode-gemm", default=None, help="the engine's decode_gemm (auto, triton, cublas)")
     args = ap.parse_args()
+    if args.decode_gemm:
+        ENGINE_FLAGS["decode_gemm"] = args.decode_gemm
     if args.prefill_graph_tokens is not None:
         ENGINE_FLAGS["cuda_graph_max_prefill_tokens"] = args.prefill_graph_tokens
     out_dir = os.environ.get("OUT", ".")
@@ -228,7 +231,7 @@ def main() -> None:
             rows.append([name, f"{bs} ({in_len}/{out_len})", ours, stats["decode_tok_s"], hf, gpu_tok_s, floor,
                          f"{100 * stats['decode_tok_s'] / floor:.0f}%"])
             details[f"{name}/bs{bs}"] = dict(ours=ours, hf=hf, floor=floor, **stats)
-            print(rows[-1], flush=True)
+            print(rows[-1], "decode GEMMs:", stats["decode_gemm"], flush=True)
     if not args.no_offline:
         tok_s, total = run_offline()
         rows.append(["llama-3.2-1b offline", "256 ([100,1024]/[100,1024])", tok_s, float("nan"), float("nan"),

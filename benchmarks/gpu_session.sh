@@ -15,6 +15,10 @@
 #   bash benchmarks/gpu_session.sh merge     # decode attention: split merge in the last program vs a launch (~20 s)
 #   bash benchmarks/gpu_session.sh startup   # Engine() start-up with prefill graphs on and off (~1 min)
 #   bash benchmarks/gpu_session.sh profile   # kernels of one 135M batch-64 decode graph step (~1 min)
+#   bash benchmarks/gpu_session.sh loop8b    # the 8B batch-64 loop as bench_gpu runs it (256 new tokens), kernels per step (~2 min)
+#   bash benchmarks/gpu_session.sh gemm      # decode GEMMs (8B shapes): cuBLAS TN / NN vs kernels/skinny_gemm.py (~3 min)
+#   bash benchmarks/gpu_session.sh engine8b  # bench_gpu, the 8B shape only, no HF             (~2 min)
+#   bash benchmarks/gpu_session.sh extend    # extend attention launch shapes (BLOCK_N, warps, stages) (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
 #   bash benchmarks/gpu_session.sh tests:200 tp70:300   # a part's timeout can be given after a colon
@@ -63,11 +67,14 @@ for arg in "$@"; do
     what=${arg%%:*}; lim=${arg#*:}; [ "$lim" = "$arg" ] && lim=""  # name or name:seconds
     case $what in
         tests) part tests ${lim:-300} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
-                   tests/kernels tests/runtime/test_overlap_gpu.py tests/runtime/test_prefill_graph_gpu.py tests/distributed/test_tp_gpu.py ;;
+                   tests/kernels tests/runtime/test_overlap_gpu.py tests/runtime/test_prefill_graph_gpu.py \
+                   tests/runtime/test_decode_gemm_gpu.py tests/distributed/test_tp_gpu.py ;;
         engine) part engine ${lim:-420} python3 -m benchmarks.bench_gpu ;;
         engine135) part engine135 ${lim:-120} python3 -m benchmarks.bench_gpu --shapes smollm2-135m --no-hf --no-offline --no-kernels --no-write ;;
-        quicktests) part quicktests ${lim:-120} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=100 \
-                   tests/kernels/test_attention_kernels.py tests/kernels/test_attention_backend.py tests/runtime/test_overlap_gpu.py tests/runtime/test_prefill_graph_gpu.py ;;
+        quicktests) part quicktests ${lim:-150} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=100 \
+                   tests/kernels/test_attention_kernels.py tests/kernels/test_attention_backend.py tests/kernels/test_skinny_gemm.py \
+                   tests/runtime/test_overlap_gpu.py tests/runtime/test_prefill_graph_gpu.py tests/runtime/test_decode_gemm_gpu.py ;;
+        engine8b) part engine8b ${lim:-240} python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline --no-kernels --no-write ;;
         sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
         sweep) part sweep ${lim:-240} python3 -m benchmarks.bench_sampling_kernel --sweep --no-write --bs 1 --vocab 128256 ;;
         tp) part tp ${lim:-300} python3 -m benchmarks.bench_tp --model llama-3.1-8b --tp 1 $([ "$NGPU" -ge 2 ] && echo 2) ;;
@@ -78,8 +85,11 @@ for arg in "$@"; do
         profile) part profile ${lim:-120} python3 -m benchmarks.profile_decode --shape smollm2-135m --bs 64 --ctx 768 ;;
         loop) part loop ${lim:-150} bash -c "python3 -m benchmarks.profile_decode --loop --shape smollm2-135m --bs 64 --ctx 512 &&
                                               python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512" ;;
+        loop8b) part loop8b ${lim:-200} python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512 --out-len 256 ;;
+        gemm) part gemm ${lim:-300} python3 -m benchmarks.bench_decode_gemm ;;
+        extend) part extend ${lim:-200} python3 -m benchmarks.bench_extend_attention ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b)" ;;
     esac
 done
 ls "$OUT"

@@ -72,6 +72,18 @@ def profile(shape: str, bs: int, ctx: int, replays: int) -> tuple[list[list], fl
     return rows, step_us, {k: v for k, v in per_name.items()}
 
 
+def _kernel_totals(events, t0: float, t1: float, steps: int, top: int = 14) -> str:
+    """Device time of the kernels that start in [t0, t1) on the trace clock, by name, per step."""
+    tot, cnt = collections.Counter(), collections.Counter()
+    for ev in events:
+        if t0 <= ev.time_range.start < t1:
+            tot[_short(ev.name)] += ev.time_range.end - ev.time_range.start
+            cnt[_short(ev.name)] += 1
+    rows = [[k, f"{cnt[k] / steps:.1f}", f"{v / steps:.1f}"] for k, v in tot.most_common(top)]
+    return (f"kernel time {sum(tot.values()) / steps:.0f} µs per step over {steps} steps\n"
+            + table(["kernel", "launches per step", "µs per step"], rows))
+
+
 def profile_loop(shape: str, bs: int, ctx: int, out_len: int = 64) -> str:
     cfg = SHAPES[shape]
     eng = random_engine(cfg, device="cuda", dtype="bfloat16", max_running_requests=max(bs, 64),
@@ -91,8 +103,9 @@ def profile_loop(shape: str, bs: int, ctx: int, out_len: int = 64) -> str:
     # the decode phase: from the last request's first token on (host clock, as bench_gpu)
     ttft = max(o["meta_info"]["ttft"] for o in outs)
     e2e = max(o["meta_info"]["e2e_latency"] for o in outs)
-    kernels = sorted((ev.time_range.start, ev.time_range.end) for ev in prof.events()
-                     if ev.device_type == torch.autograd.DeviceType.CUDA and ev.device_time_total > 0)
+    cuda_events = [ev for ev in prof.events()
+                   if ev.device_type == torch.autograd.DeviceType.CUDA and ev.device_time_total > 0]
+    kernels = sorted((ev.time_range.start, ev.time_range.end) for ev in cuda_events)
     t_end = kernels[-1][1]
     t_start = t_end - 1e6 * (e2e - ttft)  # µs, the decode phase's start on the trace clock
     busy, gaps, last = 0.0, [], None
@@ -117,6 +130,9 @@ def profile_loop(shape: str, bs: int, ctx: int, out_len: int = 64) -> str:
              f"per step; largest gaps (µs): {[round(x) for x in sorted(gaps)[-8:]]}",
              "host time in calls that can wait for the device (whole call, µs): "
              + ", ".join(f"{k} {v:,.0f}" for k, v in waits.most_common()),
+             "decode phase " + _kernel_totals(cuda_events, t_start, t_end, steps),
+             f"before it (prefill, {(t_start - kernels[0][0]) / 1e3:.1f} ms on the trace) "
+             + _kernel_totals(cuda_events, kernels[0][0], t_start, 1),
              prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60)]
     return "\n".join(lines)
 
@@ -128,9 +144,10 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=768, help="sequence length at the profiled step")
     ap.add_argument("--replays", type=int, default=20)
     ap.add_argument("--loop", action="store_true", help="profile the engine loop (see the docstring)")
+    ap.add_argument("--out-len", type=int, default=64, help="new tokens per request in --loop")
     args = ap.parse_args()
     if args.loop:
-        text = profile_loop(args.shape, args.bs, args.ctx)
+        text = profile_loop(args.shape, args.bs, args.ctx, args.out_len)
         print(text)
         with open(os.path.join(os.environ.get("OUT", "."), f"profile_loop_{args.shape}_bs{args.bs}.txt"), "w") as f:
             f.write(text)

@@ -65,9 +65,13 @@ def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, Bl
     kv_end = tl.where(mb * BLOCK_M < extend_len,
                       prefix_len + tl.minimum((mb + 1) * BLOCK_M, extend_len), 0)
 
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max of the scores, log2 units
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    qk_scale = sm_scale * 1.4426950408889634  # scores in log2 units: exp2 instead of exp
+    # keys below the block's first query position are visible to all its queries (no mask but
+    # the sequence bound); the rest, the diagonal, is masked causally
+    full_end = tl.minimum(prefix_len + mb * BLOCK_M, kv_end)
     for n0 in range(0, kv_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         mask_n = offs_n < kv_end
@@ -75,13 +79,14 @@ def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, Bl
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
                     mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-        s = tl.dot(q, tl.trans(k).to(q.dtype)) * sm_scale  # [BLOCK_M, BLOCK_N] f32
-        visible = mask_n[None, :] & (offs_n[None, :] <= q_pos[:, None])
-        s = tl.where(visible, s, float("-inf"))
+        s = tl.dot(q, tl.trans(k).to(q.dtype)) * qk_scale  # [BLOCK_M, BLOCK_N] f32
+        if n0 + BLOCK_N > full_end:  # a tile that reaches the diagonal or the sequence's end
+            visible = mask_n[None, :] & (offs_n[None, :] <= q_pos[:, None])
+            s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
-        p = tl.exp(s - m_safe[:, None])
-        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
                     mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
@@ -94,6 +99,8 @@ def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, Bl
 
 
 BLOCK_M = 64  # new tokens per program
+# (BLOCK_N keys per tile, num_warps, num_stages) by padded head dim
+EXTEND_LAUNCH = {64: (64, 4, 3), 128: (64, 4, 3)}  # H200 sweep: bench_extend_attention.py
 
 
 def _block_counts(extend_lens: torch.Tensor) -> torch.Tensor:
@@ -174,8 +181,10 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      req_to_token: torch.Tensor, q_starts: torch.Tensor, prefix_lens: torch.Tensor,
                      extend_lens: torch.Tensor, max_extend_len: int,
                      out: torch.Tensor | None = None,
-                     blocks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """See the module docstring."""
+                     blocks: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     launch: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """See the module docstring. launch = (BLOCK_N, num_warps, num_stages) overrides the
+    default launch shape (benchmarks/bench_extend_attention.py compares them)."""
     check_paged_qkv(q, k_cache, v_cache, "[T, Hq, D]")
     num_tokens, hq, d = q.shape
     hkv = k_cache.shape[1]
@@ -189,7 +198,7 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if bs == 0 or (max_extend_len <= 0 if blocks is None else blocks[0].numel() == 0):
         return out
     block_d = triton.next_power_of_2(d)
-    block_n = 64 if block_d <= 64 else 32
+    block_n, warps, stages = launch or EXTEND_LAUNCH.get(block_d, (32, 4, 2))
     if blocks is None:  # every sequence times the longest one's block count
         per_seq = triton.cdiv(max_extend_len, BLOCK_M)
         seqs = torch.arange(bs, dtype=torch.int32, device=q.device)
@@ -203,7 +212,7 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         q, k_cache, v_cache, out, req_to_token, q_starts, prefix_lens, extend_lens, block_seq, block_mb,
         *paged_qkv_strides(q, k_cache, v_cache), out.stride(0), req_to_token.stride(0),
         1.0 / math.sqrt(d), G=hq // hkv, D=d, BLOCK_D=block_d, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
-        num_warps=4, num_stages=2)
+        num_warps=warps, num_stages=stages)
     return out
 
 

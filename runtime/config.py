@@ -43,6 +43,9 @@ class EngineConfig:
     # prefills of up to this many tokens replay CUDA graphs where that is faster (0: always eager)
     cuda_graph_max_prefill_tokens: int = 8192
     disable_cuda_graph: bool = False
+    # decode GEMMs of 17-64 rows: "auto" times cuBLAS vs kernels/skinny_gemm.py at start-up (CUDA,
+    # single rank, bf16/fp16) and keeps the faster; "triton" / "cublas" force one
+    decode_gemm: str = "auto"
     skip_warmup: bool = False  # CUDA: no start-up requests that compile Triton kernels (runtime/warmup.py)
     # Overlapped scheduling: the host schedules step N+1 and processes step N's tokens while the
     # device runs step N+1. "auto": on for CUDA, off on CPU (one set of cores does both anyway).
@@ -84,6 +87,8 @@ class EngineConfig:
               f"max_total_tokens must be >= 16, got {self.max_total_tokens}")
         check(self.max_running_requests >= 1,
               f"max_running_requests must be >= 1, got {self.max_running_requests}")
+        check(self.decode_gemm in ("auto", "triton", "cublas"),
+              f"decode_gemm must be one of auto, triton, cublas, got {self.decode_gemm!r}")
         check(self.cuda_graph_max_prefill_tokens >= 0,
               f"cuda_graph_max_prefill_tokens must be >= 0, got {self.cuda_graph_max_prefill_tokens}")
         check(self.max_prefill_tokens >= 16, f"max_prefill_tokens must be >= 16, got {self.max_prefill_tokens}")

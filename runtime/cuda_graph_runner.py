@@ -17,9 +17,12 @@ Only attention backends with `bind_static_decode` (triton) can be captured.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .forward_batch import ForwardBatch
+from .layers.decode_gemm import DecodeGemmChoice, choose_decode_gemm, set_decode_gemm
 
 
 class CudaGraphUnsupported(RuntimeError):
@@ -36,7 +39,7 @@ def capture_batch_sizes(max_bs: int) -> list[int]:
 
 class CudaGraphRunner:
     def __init__(self, model, attn, pool, max_bs: int, max_context_len: int, num_kv_heads: int,
-                 device: torch.device):
+                 device: torch.device, sizes: Optional[list[int]] = None):
         if not hasattr(attn, "bind_static_decode"):
             raise CudaGraphUnsupported(f"attention backend {attn.name!r} cannot be captured in a CUDA "
                                        f"graph; use attention_backend='triton' or disable_cuda_graph")
@@ -44,7 +47,7 @@ class CudaGraphRunner:
         self.max_bs = max_bs
         self.max_context_len = max_context_len
         self.num_kv_heads = num_kv_heads
-        self.batch_sizes = capture_batch_sizes(max_bs)
+        self.batch_sizes = sizes or capture_batch_sizes(max_bs)  # (sizes: a trial capture)
         i64 = dict(dtype=torch.int64, device=device)
         self.input_ids = torch.zeros(max_bs, **i64)
         self.positions = torch.zeros(max_bs, **i64)
@@ -88,6 +91,21 @@ class CudaGraphRunner:
             self.batches[bs] = fb
         torch.cuda.synchronize(device)
 
+    def replay_seconds(self, bs: int, replays: int = 10) -> float:
+        """Seconds per replay of graph bs on whatever its static inputs hold (best of 3)."""
+        graph = self.graphs[bs]
+        graph.replay()
+        best = float("inf")
+        for _ in range(3):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(replays):
+                graph.replay()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3 / replays)
+        return best
+
     def can_run(self, fb: ForwardBatch) -> bool:
         return (fb.is_decode and fb.batch_size <= self.max_bs
                 and fb.req_to_token.shape[1] <= self.max_context_len)
@@ -123,3 +141,23 @@ class CudaGraphRunner:
             self.seq_lens[bs:g].fill_(1)
         self.graphs[g].replay()
         return logits
+
+
+def build_decode_graphs(model, attn, pool, max_bs: int, max_context_len: int, num_kv_heads: int,
+                        device: torch.device, decode_gemm: str, eligible: bool
+                        ) -> tuple[CudaGraphRunner, Optional[DecodeGemmChoice]]:
+    """The decode graphs, captured after choosing cuBLAS or kernels/skinny_gemm.py for the
+    decode GEMMs (layers/decode_gemm.py). decode_gemm "auto" times one graph of the largest
+    captured batch in 17..64 both ways (static inputs: one key per sequence, so the step is its
+    GEMMs); "triton" / "cublas" force it. eligible: a single-rank bf16/fp16 model."""
+    choice = None
+    trial = [b for b in capture_batch_sizes(max_bs) if 16 < b <= 64]
+    if eligible and decode_gemm == "triton":
+        set_decode_gemm(model, True)
+    elif eligible and decode_gemm == "auto" and trial:
+        def time_graph() -> float:
+            runner = CudaGraphRunner(model, attn, pool, max_bs, max_context_len, num_kv_heads, device,
+                                     sizes=[trial[-1]])
+            return runner.replay_seconds(trial[-1])
+        choice = choose_decode_gemm(model, time_graph)
+    return CudaGraphRunner(model, attn, pool, max_bs, max_context_len, num_kv_heads, device), choice

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 
 from .config import EngineConfig
-from .cuda_graph_runner import CudaGraphRunner
+from .cuda_graph_runner import CudaGraphRunner, build_decode_graphs
 from .prefill_graph_runner import PrefillGraphRunner
 from .distributed.process_group import agree_on_min
 from .layers.attention import get_attention_backend
@@ -58,10 +58,12 @@ class ModelRunner:
         self.batch_sender = None  # tp_size > 1: TPDriver, sends each ForwardBatch to ranks 1..N-1
         self.graph_runner: Optional[CudaGraphRunner] = None
         self.num_graph_steps = 0  # forwards run by replaying a captured decode graph
+        self.decode_gemm = None  # DecodeGemmChoice when decode GEMMs were timed cuBLAS vs Triton
         if self.device.type == "cuda" and not config.disable_cuda_graph and name == "triton":
-            self.graph_runner = CudaGraphRunner(
+            self.graph_runner, self.decode_gemm = build_decode_graphs(
                 self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
-                max_len + 1, loaded.num_kv_heads, self.device)
+                max_len + 1, loaded.num_kv_heads, self.device, config.decode_gemm,
+                eligible=config.tp_size == 1 and dtype in (torch.bfloat16, torch.float16))
         self.prefill_graphs: Optional[PrefillGraphRunner] = None
         self.num_prefill_graph_steps = 0  # prefills run by replaying a captured graph
         max_prefill = min(config.cuda_graph_max_prefill_tokens, config.chunk_size, max_len)

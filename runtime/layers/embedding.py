@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed.collectives import all_gather, all_reduce
+from .decode_gemm import decode_linear
 from .linear import WeightShapeError
 
 
@@ -51,9 +52,13 @@ class ParallelLMHead(VocabParallelEmbedding):
     def tie_to(self, embedding: VocabParallelEmbedding) -> None:
         self.weight = embedding.weight
 
+    decode_gemm = False  # decode batches through kernels/skinny_gemm.py (layers/decode_gemm.py)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [n, hidden] -> logits [n, vocab] float32
-        logits = F.linear(hidden, self.weight).float()  # [n, vocab / tp]
+        logits = decode_linear(hidden, self.weight, torch.float32, self) if self.decode_gemm else None
+        if logits is None:
+            logits = F.linear(hidden, self.weight).float()  # [n, vocab / tp]
         if self.tp_size == 1:
             return logits
         return all_gather(logits, self.tp_size)  # [n, vocab]

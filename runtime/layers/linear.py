@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed.collectives import all_reduce
+from .decode_gemm import decode_linear
 
 
 class WeightShapeError(ValueError):
@@ -88,7 +89,13 @@ class LinearBase(nn.Module):
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
         raise NotImplementedError
 
+    decode_gemm = False  # decode batches through kernels/skinny_gemm.py (layers/decode_gemm.py)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.decode_gemm:
+            y = decode_linear(x, self.weight, owner=self)
+            if y is not None:
+                return y
         return F.linear(x, self.weight, self.bias)
 
 
@@ -190,7 +197,7 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp_size == 1:
-            return F.linear(x, self.weight, self.bias)
+            return super().forward(x)
         y = F.linear(x, self.weight)  # [n, out] this rank's partial sum
         all_reduce(y)
         return y if self.bias is None else y + self.bias

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..layers.activation import SiluAndMul
 from ..layers.attention import AttentionBackend
+from ..layers.decode_gemm import decode_silu_mul
 from ..layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from ..layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear, read_whole
 from ..layers.norm import RMSNorm
@@ -71,8 +72,14 @@ class LlamaMLP(nn.Module):
                                            tp_rank=tp_rank, tp_size=tp_size)
         self.act = SiluAndMul()
 
+    decode_gemm = False  # gate_up + SiLU-mul in one kernel for decode batches (layers/decode_gemm.py)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))  # [T, hidden]
+        fused = self.decode_gemm and self.gate_up_proj.bias is None
+        act = decode_silu_mul(x, self.gate_up_proj.weight) if fused else None  # [T, I]
+        if act is None:
+            act = self.act(self.gate_up_proj(x))
+        return self.down_proj(act)  # [T, hidden]
 
 
 class LlamaDecoderLayer(nn.Module):

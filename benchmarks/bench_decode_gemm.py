@@ -1,0 +1,155 @@
+"""The decode step's GEMMs (Llama-3.1-8B shapes, batch M) by layout and kernel, on the GPU.
+
+    python -m benchmarks.bench_decode_gemm [--m 64 1] [--no-triton]
+
+Per weight shape (qkv, o, gate_up, down, LM head), 32 distinct weights (8 for the LM head) are
+multiplied in a row inside one CUDA graph, as a decode step streams them from DRAM, and the graph
+is replayed; µs per GEMM and the weight-read rate (weight bytes / time) for:
+    TN      F.linear(x, W), W [N, K] (the engine now)
+    NN      x @ Wt, Wt = W.T made contiguous ([K, N])
+    triton  kernels/skinny_gemm.py (when present), best of its configs
+Prints a table; nothing is written to docs/ (the figures go there by hand with their command).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.report import table
+
+H, I, V = 4096, 14336, 128256
+CONFIGS_BY_NAME: dict = {}
+SHAPES = {"qkv": (6144, H), "o": (H, H), "gate_up": (2 * I, H), "gate_up+silu": (2 * I, H), "down": (H, I),
+          "lm_head": (V, H)}
+
+
+def graph_time(fn, n_replays: int = 5) -> float:
+    """µs per replay of a CUDA graph of fn() (warmed up first)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(n_replays):
+        g.replay()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) * 1e3 / n_replays
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--m", type=int, nargs="+", default=[64, 1, 8192])
+    ap.add_argument("--no-triton", action="store_true")
+    args = ap.parse_args()
+    global CONFIGS_BY_NAME
+    try:
+        from sgl_lang.kernels.skinny_gemm import CONFIGS, FUSED_CONFIGS, skinny_linear
+    except ImportError:
+        CONFIGS, FUSED_CONFIGS, skinny_linear = [], [], None
+    CONFIGS_BY_NAME = {str(c): c for c in CONFIGS + FUSED_CONFIGS}
+    if args.no_triton:
+        CONFIGS = []
+    from sgl_lang.kernels.silu_mul import silu_and_mul
+    rows, best = [], {}
+    torch.manual_seed(0)
+    for name, (n, k) in SHAPES.items():
+        fused = name == "gate_up+silu"
+        copies = 8 if name == "lm_head" else 32
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
+        wts = [w.t().contiguous() for w in ws]
+        nbytes = n * k * 2
+        for m in args.m:
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            act = silu_and_mul if fused else (lambda t: t)
+            ref = act(F.linear(x, ws[0])).float()
+            results = {}
+            results["TN"] = graph_time(lambda: [act(F.linear(x, w)) for w in ws]) / copies
+            results["NN"] = graph_time(lambda: [act(x @ wt) for wt in wts]) / copies
+            for cfg in CONFIGS + (FUSED_CONFIGS if fused else []):
+                if fused and cfg.split != 1:
+                    continue
+                if skinny_linear is None or not cfg.fits(m, n, k):
+                    continue
+                try:
+                    y = skinny_linear(x, ws[0], cfg, silu_mul=fused)
+                except Exception as e:  # e.g. out of shared memory for this tile and stage count
+                    print(f"{cfg}: {type(e).__name__}")
+                    continue
+                err = (y.float() - ref).abs().max().item() / ref.abs().max().item()
+                if err > 2e-2:
+                    print(f"{name} m={m} {cfg}: max error {err:.3g} of the largest output, skipped")
+                    continue
+                results[f"triton {cfg}"] = graph_time(
+                    lambda: [skinny_linear(x, w, cfg, silu_mul=fused) for w in ws]) / copies
+            best_t = min((v, kk) for kk, v in results.items() if kk.startswith("triton")) if len(results) > 2 else None
+            row = [name, m, f"{n}x{k}"]
+            for key in ("TN", "NN"):
+                row.append(f"{results[key]:.1f} ({nbytes / results[key] / 1e6:.2f})")
+            if best_t and m <= 64:
+                best[(name, m)] = (best_t[0], CONFIGS_BY_NAME[best_t[1][7:]], results["TN"])
+            if best_t:
+                row.append(f"{best_t[0]:.1f} ({nbytes / best_t[0] / 1e6:.2f}) {best_t[1][7:]}")
+            else:
+                row.append("-")
+            rows.append(row)
+            print(" | ".join(map(str, row)), flush=True)
+        del ws, wts
+        torch.cuda.empty_cache()
+    print(f"\n{torch.cuda.get_device_name(0)}: µs per GEMM (weight TB/s), inside a CUDA graph, distinct weights"
+          " (gate_up+silu: the GEMM then the SiLU-mul kernel, or fused)")
+    print(table(["weights", "M", "N x K", "TN (F.linear)", "NN (x @ W.T contiguous)", "triton best"], rows))
+    for m in args.m:
+        if m <= 64 and skinny_linear is not None:
+            layer_steps(m, best, skinny_linear)
+
+
+def layer_steps(m: int, best: dict, skinny_linear) -> None:
+    """One decode step's GEMMs as the model runs them (32 layers of qkv, o, gate_up, SiLU-mul,
+    down, then the LM head; norms and attention left out), all cuBLAS vs the mix that takes the
+    Triton kernel where its best config beat cuBLAS in the sweep above."""
+    from sgl_lang.kernels.silu_mul import silu_and_mul
+    layers = [{name: torch.randn(*SHAPES[name], device="cuda", dtype=torch.bfloat16) * 0.02
+               for name in ("qkv", "o", "gate_up", "down")} for _ in range(32)]
+    lm = torch.randn(V, H, device="cuda", dtype=torch.bfloat16) * 0.02
+    x = torch.randn(m, H, device="cuda", dtype=torch.bfloat16)
+
+    def pick(name):
+        b = best.get((name, m))
+        return b[1] if b and b[0] < b[2] else None
+    chosen = {name: pick(name) for name in ("qkv", "o", "gate_up+silu", "down", "lm_head")}
+
+    def lin(name, t, w):
+        cfg = chosen[name]
+        return skinny_linear(t, w, cfg) if cfg else F.linear(t, w)
+
+    def step(mixed: bool):
+        h = x
+        for ly in layers:
+            q = lin("qkv", h, ly["qkv"]) if mixed else F.linear(h, ly["qkv"])
+            h = lin("o", q[:, :H], ly["o"]) if mixed else F.linear(q[:, :H], ly["o"])
+            if mixed and chosen["gate_up+silu"]:
+                a = skinny_linear(h, ly["gate_up"], chosen["gate_up+silu"], silu_mul=True)
+            else:
+                a = silu_and_mul(F.linear(h, ly["gate_up"]))
+            h = lin("down", a, ly["down"]) if mixed else F.linear(a, ly["down"])
+        return lin("lm_head", h, lm) if mixed else F.linear(h, lm)
+
+    base = graph_time(lambda: step(False))
+    mix = graph_time(lambda: step(True))
+    print(f"\ndecode step GEMMs at M={m} (32 layers + LM head, in one graph): cuBLAS {base:.0f} µs, "
+          f"mixed {mix:.0f} µs ({100 * (base - mix) / base:+.1f}%); triton for "
+          + ", ".join(f"{k}: {v}" for k, v in chosen.items() if v))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Extend (prefill) attention launch shapes on the GPU: BLOCK_N x num_warps x num_stages.
+
+    python -m benchmarks.bench_extend_attention
+
+Shapes: an 8B prefill chunk (16 prompts of 512 tokens, 32 / 8 heads, D 128), one 4,096-token
+8B prompt, and a 135M chunk (16 x 512, 9 / 3 heads, D 64); KV slots shuffled as a pool hands
+them out. Each variant is checked against the default launch, then timed (do_bench median);
+TFLOP/s counts the causal half of QK^T and PV. Prints a table; nothing is written to docs/.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.testing
+
+from benchmarks.report import table
+from sgl_lang.kernels.attention_extend import EXTEND_LAUNCH, extend_attention, extend_blocks
+
+CASES = [("8B 16x512", 16, 512, 32, 8, 128), ("8B 1x4096", 1, 4096, 32, 8, 128),
+         ("135M 16x512", 16, 512, 9, 3, 64)]
+LAUNCHES = [(bn, w, st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2, 3)]
+
+
+def main() -> None:
+    rows = []
+    for name, bs, seq, hq, hkv, d in CASES:
+        t = bs * seq
+        kc = torch.randn(t + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
+        vc = torch.randn_like(kc)
+        r2t = (torch.randperm(t, device="cuda") + 1).view(bs, seq)
+        q = torch.randn(t, hq, d, device="cuda", dtype=torch.bfloat16)
+        starts = torch.arange(bs, device="cuda", dtype=torch.int32) * seq
+        zeros = torch.zeros(bs, device="cuda", dtype=torch.int32)
+        ext = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
+        blocks = extend_blocks(ext.cpu()).to("cuda")
+        blocks = (blocks[0], blocks[1])
+        flops = 4 * bs * hq * d * seq * seq / 2
+        ref = extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq, blocks=blocks)
+        default = EXTEND_LAUNCH.get(triton.next_power_of_2(d))
+        timed = []
+        for launch in LAUNCHES:
+            try:
+                out = extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq, blocks=blocks, launch=launch)
+            except Exception as e:  # out of shared memory or registers
+                print(name, launch, type(e).__name__)
+                continue
+            err = (out.float() - ref.float()).abs().max().item()
+            if err > 2e-2:
+                print(name, launch, f"max error {err:.3g} vs the default launch: skipped")
+                continue
+            ms = triton.testing.do_bench(lambda: extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq,
+                                                                  blocks=blocks, launch=launch))
+            timed.append((ms, launch))
+            print(name, launch, f"{ms * 1e3:.1f} µs", flush=True)
+        timed.sort()
+        dflt = next(ms for ms, la in timed if la == default)
+        for ms, launch in timed[:3]:
+            rows.append([name, f"{launch}", f"{ms * 1e3:.1f}", f"{flops / ms / 1e9:.0f}",
+                         f"{dflt / ms:.2f}x" + (" (default)" if launch == default else "")])
+        rows.append([name, f"{default} default", f"{dflt * 1e3:.1f}", f"{flops / dflt / 1e9:.0f}", "1.00x"])
+    print(f"\n{torch.cuda.get_device_name(0)}: extend attention, best three launches per case and the default")
+    print(table(["case", "(BLOCK_N, warps, stages)", "µs", "TFLOP/s", "vs default"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""kernels/skinny_gemm.py (decode-sized GEMMs) against F.linear on fresh random inputs.
+
+On CPU the kernel runs under TRITON_INTERPRET=1 (conftest) in float32 (the interpreter has no
+bf16); the `gpu` tests run the Llama-3.1-8B decode shapes in bf16, with the configs the engine
+picks (decode_config) and the other launch shapes the benchmark sweeps."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgl_lang.kernels.skinny_gemm import GemmConfig, decode_config, skinny_linear
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+# CPU tensors run through Triton's interpreter, which conftest turns on only where there is no GPU
+interpreted = pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter (off when CUDA is present)")
+
+
+def _silu_mul_ref(y: torch.Tensor) -> torch.Tensor:
+    gate, up = y.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+@interpreted
+@pytest.mark.parametrize("m,cfg", [(5, GemmConfig(64, 128, 1, 3)), (17, GemmConfig(64, 128, 2, 3)),
+                                   (33, GemmConfig(128, 256, 4, 2)), (64, GemmConfig(32, 256, 1, 2))])
+def test_skinny_linear_matches_f_linear(m, cfg):
+    g = torch.Generator().manual_seed(m)
+    x = torch.randn(m, 1024, generator=g)
+    w = torch.randn(256, 1024, generator=g) * 0.05
+    torch.testing.assert_close(skinny_linear(x, w, cfg), F.linear(x, w), atol=1e-4, rtol=1e-4)
+
+
+@interpreted
+def test_skinny_silu_mul_and_float_output():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(20, 512, generator=g)
+    w = torch.randn(512, 512, generator=g) * 0.05  # [gate (256 rows); up (256 rows)]
+    y = skinny_linear(x, w, GemmConfig(64, 128, 1, 3), silu_mul=True)
+    assert y.shape == (20, 256)
+    torch.testing.assert_close(y, _silu_mul_ref(F.linear(x, w)), atol=1e-4, rtol=1e-4)
+    tickets = torch.zeros(8, dtype=torch.int32)
+    for _ in range(2):  # split-K tickets are left zero for the next call
+        y = skinny_linear(x, w, GemmConfig(128, 128, 2, 3), out_dtype=torch.float32, tickets=tickets)
+        torch.testing.assert_close(y, F.linear(x, w), atol=1e-4, rtol=1e-4)
+        assert not tickets.any()
+
+
+def test_bad_inputs_and_configs():
+    x = torch.randn(65, 256)
+    with pytest.raises(ValueError, match="M <= 64"):
+        skinny_linear(x, torch.randn(128, 256), GemmConfig(64, 128, 1, 3))
+    with pytest.raises(ValueError, match="split 1"):
+        skinny_linear(x[:8], torch.randn(256, 256), GemmConfig(64, 128, 2, 3), silu_mul=True)
+    # decode_config: only 17..64 rows, and shapes it has a launch for
+    assert decode_config(16, 6144, 4096) is None and decode_config(65, 6144, 4096) is None
+    assert decode_config(64, 4096, 4096) is None  # square (o_proj): cuBLAS was as fast
+    assert decode_config(64, 960, 576) is None  # 135M: widths not multiples of 128
+    for n, k, silu in ((6144, 4096, False), (4096, 14336, False), (128256, 4096, False), (14336, 4096, True)):
+        cfg = decode_config(64, n, k, silu)
+        assert cfg is not None and cfg.fits(64, n, k), (n, k, silu)
+
+
+@gpu
+@pytest.mark.parametrize("m", [17, 40, 64])
+def test_decode_shapes_on_gpu(m):
+    torch.manual_seed(m)
+    for n, k in ((6144, 4096), (4096, 14336), (128256, 4096)):
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+        ref = F.linear(x, w).float()
+        tickets = torch.zeros(n // 16, dtype=torch.int32, device="cuda")
+        for cfg in (decode_config(m, n, k), GemmConfig(64, 128, 2, 3), GemmConfig(128, 128, 4, 3)):
+            y = skinny_linear(x, w, cfg, out_dtype=torch.float32, tickets=tickets)
+            assert not tickets.any()
+            err = (y - ref).abs().max().item()
+            assert err <= 0.02 * ref.abs().max().item(), (n, k, str(cfg), err)
+    w = torch.randn(2 * 14336, 4096, device="cuda", dtype=torch.bfloat16) * 0.02
+    x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+    ref = _silu_mul_ref(F.linear(x, w)).float()
+    y = skinny_linear(x, w, decode_config(m, 14336, 4096, silu_mul=True), silu_mul=True).float()
+    assert (y - ref).abs().max().item() <= 0.02 * ref.abs().max().item()
