@@ -13,6 +13,8 @@ Prints a table; nothing is written to docs/ (the figures go there by hand with t
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +70,7 @@ def main() -> None:
         ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
         wts = [w.t().contiguous() for w in ws]
         nbytes = n * k * 2
+        tickets = torch.zeros(n // 16, dtype=torch.int32, device="cuda")  # split-K counters, kept zero
         for m in args.m:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             act = silu_and_mul if fused else (lambda t: t)
@@ -81,7 +84,7 @@ def main() -> None:
                 if skinny_linear is None or not cfg.fits(m, n, k):
                     continue
                 try:
-                    y = skinny_linear(x, ws[0], cfg, silu_mul=fused)
+                    y = skinny_linear(x, ws[0], cfg, silu_mul=fused, tickets=tickets)
                 except Exception as e:  # e.g. out of shared memory for this tile and stage count
                     print(f"{cfg}: {type(e).__name__}")
                     continue
@@ -90,7 +93,7 @@ def main() -> None:
                     print(f"{name} m={m} {cfg}: max error {err:.3g} of the largest output, skipped")
                     continue
                 results[f"triton {cfg}"] = graph_time(
-                    lambda: [skinny_linear(x, w, cfg, silu_mul=fused) for w in ws]) / copies
+                    lambda: [skinny_linear(x, w, cfg, silu_mul=fused, tickets=tickets) for w in ws]) / copies
             best_t = min((v, kk) for kk, v in results.items() if kk.startswith("triton")) if len(results) > 2 else None
             row = [name, m, f"{n}x{k}"]
             for key in ("TN", "NN"):
@@ -127,10 +130,15 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
         b = best.get((name, m))
         return b[1] if b and b[0] < b[2] else None
     chosen = {name: pick(name) for name in ("qkv", "o", "gate_up+silu", "down", "lm_head")}
+    tickets = {name: torch.zeros(SHAPES[name][0] // 16, dtype=torch.int32, device="cuda") for name in chosen}
+    out = os.environ.get("OUT")
+    if out:  # the picks, for a run of the engine with them (see --picks in the docstring)
+        with open(os.path.join(out, f"gemm_picks_m{m}.json"), "w") as f:
+            json.dump({k: [v.bn, v.bk, v.split, v.stages, v.warps] if v else None for k, v in chosen.items()}, f)
 
     def lin(name, t, w):
         cfg = chosen[name]
-        return skinny_linear(t, w, cfg) if cfg else F.linear(t, w)
+        return skinny_linear(t, w, cfg, tickets=tickets[name]) if cfg else F.linear(t, w)
 
     def step(mixed: bool):
         h = x
