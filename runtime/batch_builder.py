@@ -15,7 +15,7 @@ import torch
 from .forward_batch import ForwardBatch
 from .mem.req_to_token import ReqToTokenTable
 from .request import Req
-from .scheduler import ScheduledBatch
+from .scheduled_batch import ScheduledBatch
 from .step_output import StepHandle
 
 

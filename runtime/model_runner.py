@@ -24,7 +24,7 @@ from .penalties import apply_penalties, count_tokens
 from .prompt_logprobs import prompt_logprobs
 from .sampler import sample, top_logprobs
 from .sampling_batch import BatchSamplingParams, SampleFacts, SamplingBatchInfo, sample_facts
-from .scheduler import ScheduledBatch
+from .scheduled_batch import ScheduledBatch
 from .batch_builder import build_forward_batch
 from .step_output import RunnerOutput, StepHandle
 

@@ -8,7 +8,7 @@ import time
 from .detokenizer import IncrementalDetokenizer
 from .step_output import RunnerOutput
 from .request import Req, ReqOutput
-from .scheduler import ScheduledBatch
+from .scheduled_batch import ScheduledBatch
 
 logger = logging.getLogger("sgl_lang.runtime")
 

@@ -9,7 +9,7 @@ import torch
 from .sampler import top_logprobs
 
 if TYPE_CHECKING:
-    from .scheduler import ScheduledBatch
+    from .scheduled_batch import ScheduledBatch
 
 
 def prompt_logprobs(batch: "ScheduledBatch", logits: torch.Tensor, input_rows: list[list[int]]):

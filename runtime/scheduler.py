@@ -10,7 +10,6 @@ Each step builds one batch that mixes decode requests (1 new token each) with pr
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -19,20 +18,9 @@ from .config import EngineConfig
 from .mem.kv_pool import KVPool
 from .mem.radix_cache import RadixCache
 from .request import Req, ReqStatus
+from .scheduled_batch import ScheduledBatch
 
 _LPM_MAX_QUEUE = 128  # beyond this many waiting requests, prefix matching for ordering costs too much
-
-
-@dataclass
-class ScheduledBatch:
-    reqs: list[Req]  # in batch order
-    prefix_lens: list[int]  # per req: kv_len before this step
-    extend_lens: list[int]  # per req: tokens it adds this step
-    out_cache_loc: torch.Tensor  # [sum(extend_lens)] int64 CPU: KV slots of the new tokens, req after req
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.out_cache_loc)
 
 
 class Scheduler:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from .scheduler import ScheduledBatch
+from .scheduled_batch import ScheduledBatch
 
 
 @dataclass
