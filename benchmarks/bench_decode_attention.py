@@ -16,6 +16,7 @@ import os
 
 import torch
 
+from benchmarks.gpu_timing import graph_us
 from benchmarks.report import table
 
 # (name, bs, seq, Hq, Hkv, D)
@@ -31,28 +32,6 @@ def _bandwidth() -> float:
     y = torch.empty_like(x)
     ms = triton.testing.do_bench(lambda: y.copy_(x))
     return 2 * x.numel() / (ms * 1e-3)
-
-
-def _graph_us(calls, n: int) -> float:
-    """GPU µs per call of `calls` (which makes n calls), replayed from one CUDA graph."""
-    calls()  # compile outside the capture
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        calls()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        calls()
-    best = float("inf")
-    for _ in range(3):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, 1e3 * start.elapsed_time(end) / n)
-    return best
 
 
 def _inputs(bs, seq, hq, hkv, d, copies):
@@ -83,7 +62,7 @@ def sweep(bw: float, copies: int = 8) -> None:
                     def calls():
                         for kc, vc in caches:
                             decode_attention(q, kc, vc, r2t, lens, s, out=out, block_n=bn, num_stages=st)
-                    times[(s, bn, st)] = _graph_us(calls, copies)
+                    times[(s, bn, st)] = graph_us(calls, copies)
         del caches
         key = f"{name} bs={bs} len={seq} H={hq}/{hkv} D={d}"
         top = min(times, key=times.get)
@@ -114,7 +93,7 @@ def merge(bw: float, copies: int = 8) -> None:
             def calls():
                 for kc, vc in caches:
                     decode_attention(q, kc, vc, r2t, lens, s, out=out, fused_merge=fused)
-            us[fused] = _graph_us(calls, copies)
+            us[fused] = graph_us(calls, copies)
         del caches
         rows.append([f"{name} bs={bs} len={seq} H={hq}/{hkv} D={d} S={s}",
                      2 * bs * seq * hkv * d * 2 / bw * 1e6, us[True], us[False]])

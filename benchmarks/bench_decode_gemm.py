@@ -19,33 +19,13 @@ import os
 import torch
 import torch.nn.functional as F
 
+from benchmarks.gpu_timing import graph_us
 from benchmarks.report import table
 
 H, I, V = 4096, 14336, 128256
 CONFIGS_BY_NAME: dict = {}
 SHAPES = {"qkv": (6144, H), "o": (H, H), "gate_up": (2 * I, H), "gate_up+silu": (2 * I, H), "down": (H, I),
           "lm_head": (V, H)}
-
-
-def graph_time(fn, n_replays: int = 5) -> float:
-    """µs per replay of a CUDA graph of fn() (warmed up first)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(n_replays):
-        g.replay()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) * 1e3 / n_replays
 
 
 def main() -> None:
@@ -76,8 +56,8 @@ def main() -> None:
             act = silu_and_mul if fused else (lambda t: t)
             ref = act(F.linear(x, ws[0])).float()
             results = {}
-            results["TN"] = graph_time(lambda: [act(F.linear(x, w)) for w in ws]) / copies
-            results["NN"] = graph_time(lambda: [act(x @ wt) for wt in wts]) / copies
+            results["TN"] = graph_us(lambda: [act(F.linear(x, w)) for w in ws], copies)
+            results["NN"] = graph_us(lambda: [act(x @ wt) for wt in wts], copies)
             for cfg in CONFIGS + (FUSED_CONFIGS if fused else []):
                 if fused and cfg.split != 1:
                     continue
@@ -92,8 +72,8 @@ def main() -> None:
                 if err > 2e-2:
                     print(f"{name} m={m} {cfg}: max error {err:.3g} of the largest output, skipped")
                     continue
-                results[f"triton {cfg}"] = graph_time(
-                    lambda: [skinny_linear(x, w, cfg, silu_mul=fused, tickets=tickets) for w in ws]) / copies
+                results[f"triton {cfg}"] = graph_us(
+                    lambda: [skinny_linear(x, w, cfg, silu_mul=fused, tickets=tickets) for w in ws], copies)
             best_t = min((v, kk) for kk, v in results.items() if kk.startswith("triton")) if len(results) > 2 else None
             row = [name, m, f"{n}x{k}"]
             for key in ("TN", "NN"):
@@ -152,8 +132,8 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
             h = lin("down", a, ly["down"]) if mixed else F.linear(a, ly["down"])
         return lin("lm_head", h, lm) if mixed else F.linear(h, lm)
 
-    base = graph_time(lambda: step(False))
-    mix = graph_time(lambda: step(True))
+    base = graph_us(lambda: step(False), 1)
+    mix = graph_us(lambda: step(True), 1)
     print(f"\ndecode step GEMMs at M={m} (32 layers + LM head, in one graph): cuBLAS {base:.0f} µs, "
           f"mixed {mix:.0f} µs ({100 * (base - mix) / base:+.1f}%); triton for "
           + ", ".join(f"{k}: {v}" for k, v in chosen.items() if v))

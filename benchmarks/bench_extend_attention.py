@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.testing
 
+from benchmarks.gpu_timing import extend_inputs
 from benchmarks.report import table
 from sgl_lang.kernels.attention_extend import EXTEND_LAUNCH, extend_attention, extend_blocks
 
@@ -24,14 +25,7 @@ LAUNCHES = [(bn, w, st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2,
 def main() -> None:
     rows = []
     for name, bs, seq, hq, hkv, d in CASES:
-        t = bs * seq
-        kc = torch.randn(t + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
-        vc = torch.randn_like(kc)
-        r2t = (torch.randperm(t, device="cuda") + 1).view(bs, seq)
-        q = torch.randn(t, hq, d, device="cuda", dtype=torch.bfloat16)
-        starts = torch.arange(bs, device="cuda", dtype=torch.int32) * seq
-        zeros = torch.zeros(bs, device="cuda", dtype=torch.int32)
-        ext = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
+        q, kc, vc, r2t, starts, zeros, ext = extend_inputs(bs, seq, hq, hkv, d, shuffled=True)
         blocks = extend_blocks(ext.cpu()).to("cuda")
         blocks = (blocks[0], blocks[1])
         flops = 4 * bs * hq * d * seq * seq / 2

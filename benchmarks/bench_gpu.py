@@ -159,6 +159,7 @@ def run_kernels() -> list[list]:
     import triton.testing
     from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
     from sgl_lang.kernels.attention_extend import extend_attention
+    from benchmarks.gpu_timing import extend_inputs
     rows = []
     for bs, seq, hq, hkv, d in ((64, 768, 32, 8, 128), (1, 640, 32, 8, 128), (256, 1024, 32, 8, 64)):
         slots = bs * seq
@@ -185,14 +186,7 @@ def run_kernels() -> list[list]:
         rows.append([f"decode bs={bs} len={seq} H={hq}/{hkv} D={d} splits={s}{picked}", ms * 1e3,
                      2 * bs * seq * hkv * d * 2 / BANDWIDTH * 1e6, "KV bytes"])
     for bs, seq, hq, hkv, d in ((8, 1024, 32, 8, 128), (1, 4096, 32, 8, 128)):
-        t = bs * seq
-        kc = torch.randn(t + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
-        vc = torch.randn_like(kc)
-        r2t = (torch.arange(t, device="cuda") + 1).view(bs, seq)
-        q = torch.randn(t, hq, d, device="cuda", dtype=torch.bfloat16)
-        starts = torch.arange(bs, device="cuda", dtype=torch.int32) * seq
-        zeros = torch.zeros(bs, device="cuda", dtype=torch.int32)
-        ext = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
+        q, kc, vc, r2t, starts, zeros, ext = extend_inputs(bs, seq, hq, hkv, d, shuffled=False)
         ms = triton.testing.do_bench(lambda: extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq))
         flops = 4 * bs * hq * d * seq * seq / 2  # causal
         rows.append([f"prefill bs={bs} len={seq} H={hq}/{hkv} D={d}", ms * 1e3, flops / 770e12 * 1e6,
