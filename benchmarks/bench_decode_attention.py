@@ -100,13 +100,68 @@ def merge(bw: float, copies: int = 8) -> None:
     print(table(["shape", "KV floor µs", "merge in the last program µs", "merge launch µs"], rows))
 
 
+def _slot_layout(kind: str, bs: int, prompt: int, gen: int, run: int = 16) -> torch.Tensor:
+    """[bs, prompt + gen] pool slots (1-based) as an engine hands them out: "contiguous" (each
+    sequence's tokens together), "interleaved" (prompts contiguous, then one slot per sequence
+    per decode step: a sequence's generated tokens bs slots apart, as the engine without
+    decode_slot_run), "runs" (generated tokens in per-sequence runs of `run`), "random"."""
+    seq = prompt + gen
+    if kind == "contiguous":
+        return (torch.arange(bs * seq) + 1).view(bs, seq)
+    if kind == "random":
+        return (torch.randperm(bs * seq) + 1).view(bs, seq)
+    out = torch.empty(bs, seq, dtype=torch.int64)
+    out[:, :prompt] = (torch.arange(bs * prompt) + 1).view(bs, prompt)
+    j = torch.arange(gen)
+    i = torch.arange(bs)[:, None]
+    if kind == "interleaved":
+        out[:, prompt:] = bs * prompt + 1 + j[None, :] * bs + i
+    else:  # runs
+        out[:, prompt:] = bs * prompt + 1 + (j[None, :] // run) * bs * run + i * run + j[None, :] % run
+    return out
+
+
+def layouts(bw: float, copies: int = 4) -> None:
+    """Decode attention at the engine's launch over four slot layouts of the same lengths."""
+    from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
+    rows = []
+    for name, bs, prompt, gen, hq, hkv, d in (("llama-3.1-8b", 64, 512, 128, 32, 8, 128),
+                                              ("smollm2-135m", 64, 512, 128, 9, 3, 64)):
+        seq = prompt + gen
+        caches = []
+        for _ in range(copies):
+            kc = torch.randn(bs * seq + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
+            caches.append((kc, torch.randn_like(kc)))
+        q = torch.randn(bs, hq, d, device="cuda", dtype=torch.bfloat16)
+        lens = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
+        out = torch.empty(bs, hq * d, device="cuda", dtype=torch.bfloat16)
+        nbytes = 2 * bs * seq * hkv * d * 2
+        s = pick_num_kv_splits(bs, hkv)
+        for kind in ("contiguous", "interleaved", "runs", "random"):
+            r2t = _slot_layout(kind, bs, prompt, gen).to("cuda")
+
+            def calls():
+                for kc, vc in caches:
+                    decode_attention(q, kc, vc, r2t, lens, s, out=out)
+            us = graph_us(calls, copies)
+            rows.append([f"{name} bs={bs} len={seq} H={hq}/{hkv} D={d}", kind, us, nbytes / us / 1e6,
+                         nbytes / bw * 1e6])
+            print(rows[-1], flush=True)
+        del caches
+    print(table(["shape", "slot layout", "µs", "TB/s", "KV floor µs"], rows))
+
+
 def main() -> None:
     import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument("--merge", action="store_true", help="only the merge comparison (seconds)")
+    ap.add_argument("--layouts", action="store_true", help="only the slot-layout comparison (seconds)")
     args = ap.parse_args()
     bw = _bandwidth()
     print(f"{torch.cuda.get_device_name(0)}, copy bandwidth {bw / 1e12:.2f} TB/s")
+    if args.layouts:
+        layouts(bw)
+        return
     if not args.merge:
         sweep(bw)
     merge(bw)

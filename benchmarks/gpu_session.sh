@@ -18,6 +18,7 @@
 #   bash benchmarks/gpu_session.sh loop8b    # the 8B batch-64 loop as bench_gpu runs it (256 new tokens), kernels per step (~2 min)
 #   bash benchmarks/gpu_session.sh gemm      # decode GEMMs (8B shapes): cuBLAS TN / NN vs kernels/skinny_gemm.py (~3 min)
 #   bash benchmarks/gpu_session.sh engine8b  # bench_gpu, the 8B shape only, no HF             (~2 min)
+#   bash benchmarks/gpu_session.sh slots     # decode attention by KV slot layout; 8B engine with decode_slot_run 0 / 16 (~4 min)
 #   bash benchmarks/gpu_session.sh extend    # extend attention launch shapes (BLOCK_N, warps, stages) (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
@@ -88,8 +89,10 @@ for arg in "$@"; do
         loop8b) part loop8b ${lim:-200} python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512 --out-len 256 ;;
         gemm) part gemm ${lim:-300} python3 -m benchmarks.bench_decode_gemm ;;
         extend) part extend ${lim:-200} python3 -m benchmarks.bench_extend_attention ;;
+        slots) part slots ${lim:-420} bash -c "python3 -m benchmarks.bench_decode_attention --layouts; for r in 0 16; do
+                   echo decode_slot_run=\$r; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline --no-kernels --no-write --flag decode_slot_run=\$r | grep -E '^[|] llama'; done" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots)" ;;
     esac
 done
 ls "$OUT"
