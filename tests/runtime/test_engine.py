@@ -89,13 +89,14 @@ def test_chunked_prefill_matches_unchunked(engine_fp32, chat):
         eng.shutdown()
 
 
-def test_pool_exhaustion_retracts_and_finishes(engine_fp32, chat):
+@pytest.mark.parametrize("run", [0, 8])  # decode slots one per step / in runs of 8 (mem/decode_slots.py)
+def test_pool_exhaustion_retracts_and_finishes(engine_fp32, chat, run):
     tok = engine_fp32.tokenizer
     prompts = [chat(tok, f"Write a long story about the number {i}.") for i in range(6)]
     params = {"temperature": 0, "max_new_tokens": 40, "ignore_eos": True}
     ref = [engine_fp32.generate(p, params)["text"] for p in prompts]
     # ~6 * (40 prompt + 40 new) tokens do not fit in 256 slots at once
-    eng = Engine(dtype="float32", max_total_tokens=256, max_running_requests=6)
+    eng = Engine(dtype="float32", max_total_tokens=256, max_running_requests=6, decode_slot_run=run)
     try:
         outs = eng.generate(prompts, params)
         assert [o["text"] for o in outs] == ref
