@@ -20,14 +20,20 @@ import torch
 from torch import nn
 
 
-def decode_linear(x: torch.Tensor, w: torch.Tensor, out_dtype: Optional[torch.dtype] = None,
-                  owner: Optional[nn.Module] = None) -> Optional[torch.Tensor]:
+def _launch(x: torch.Tensor, n: int, k: int, silu_mul: bool = False):
+    """kernels/skinny_gemm.py's launch for x [M, k] (rows contiguous) and n outputs, or None."""
     if x.dim() != 2 or x.stride(1) != 1:
         return None
-    from sgl_lang.kernels.skinny_gemm import decode_config, skinny_linear  # (triton: CUDA only)
-    cfg = decode_config(x.shape[0], w.shape[0], w.shape[1])
+    from sgl_lang.kernels.skinny_gemm import decode_config  # (triton: CUDA only)
+    return decode_config(x.shape[0], n, k, silu_mul)
+
+
+def decode_linear(x: torch.Tensor, w: torch.Tensor, out_dtype: Optional[torch.dtype] = None,
+                  owner: Optional[nn.Module] = None) -> Optional[torch.Tensor]:
+    cfg = _launch(x, w.shape[0], w.shape[1])
     if cfg is None:
         return None
+    from sgl_lang.kernels.skinny_gemm import skinny_linear
     tickets = None
     if cfg.split > 1 and owner is not None:  # the layer's own split-K counters, made once (the
         # graph runner's eager warm-up comes first), reset by the kernel after each call
@@ -39,11 +45,11 @@ def decode_linear(x: torch.Tensor, w: torch.Tensor, out_dtype: Optional[torch.dt
 
 
 def decode_silu_mul(x: torch.Tensor, w: torch.Tensor) -> Optional[torch.Tensor]:
-    if x.dim() != 2 or x.stride(1) != 1:
+    cfg = _launch(x, w.shape[0] // 2, w.shape[1], silu_mul=True)
+    if cfg is None:
         return None
-    from sgl_lang.kernels.skinny_gemm import decode_config, skinny_linear
-    cfg = decode_config(x.shape[0], w.shape[0] // 2, w.shape[1], silu_mul=True)
-    return None if cfg is None else skinny_linear(x, w, cfg, silu_mul=True)
+    from sgl_lang.kernels.skinny_gemm import skinny_linear
+    return skinny_linear(x, w, cfg, silu_mul=True)
 
 
 def set_decode_gemm(model: nn.Module, on: bool) -> int:

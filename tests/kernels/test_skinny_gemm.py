@@ -79,3 +79,20 @@ def test_decode_shapes_on_gpu(m):
     ref = _silu_mul_ref(F.linear(x, w)).float()
     y = skinny_linear(x, w, decode_config(m, 14336, 4096, silu_mul=True), silu_mul=True).float()
     assert (y - ref).abs().max().item() <= 0.02 * ref.abs().max().item()
+
+
+@interpreted
+def test_runtime_wrappers_pick_launches_and_keep_tickets():
+    from sgl_lang.runtime.layers.decode_gemm import decode_linear, decode_silu_mul
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(20, 1024, generator=g)
+    w = torch.randn(256, 1024, generator=g) * 0.05  # down-like (k >= 2n): split-K
+    owner = torch.nn.Module()
+    for _ in range(2):
+        torch.testing.assert_close(decode_linear(x, w, owner=owner), F.linear(x, w), atol=1e-4, rtol=1e-4)
+    assert owner._gemm_tickets.numel() >= 256 // 64 and not owner._gemm_tickets.any()
+    assert decode_linear(x[:16], w) is None  # 16 rows: cuBLAS
+    assert decode_linear(x[:, ::2], w[:, ::2]) is None  # rows not contiguous
+    wg = torch.randn(512, 512, generator=g) * 0.05
+    xs = x[:, :512].contiguous()
+    torch.testing.assert_close(decode_silu_mul(xs, wg), _silu_mul_ref(F.linear(xs, wg)), atol=1e-4, rtol=1e-4)
