@@ -74,3 +74,11 @@ def test_engine_with_runs_matches_and_accounts(engine_fp32, chat, overlap):
         assert jumps <= 3, slots
     finally:
         eng.shutdown()
+
+
+def test_bad_flags_are_refused():
+    from sgl_lang.runtime.config import ConfigError, EngineConfig
+    with pytest.raises(ConfigError, match="decode_slot_run"):
+        EngineConfig(decode_slot_run=-1)
+    with pytest.raises(ConfigError, match="decode_gemm"):
+        EngineConfig(decode_gemm="cutlass")
