@@ -41,17 +41,9 @@ def profile(shape: str, bs: int, ctx: int, replays: int) -> tuple[list[list], fl
     prompts = [[g.randrange(10, cfg["vocab_size"]) for _ in range(ctx - 16)] for _ in range(bs)]
     eng.generate(input_ids=prompts, sampling_params={"temperature": 0, "max_new_tokens": 16, "ignore_eos": True})
     gr = eng.runner.graph_runner
-    graph = gr.graphs[next(s for s in gr.batch_sizes if s >= bs)]
-    for _ in range(3):
-        graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    step_us = 1e3 * start.elapsed_time(end) / replays
+    g_size = next(s for s in gr.batch_sizes if s >= bs)
+    graph = gr.graphs[g_size]
+    step_us = 1e6 * gr.replay_seconds(g_size, replays)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(replays):
             graph.replay()
