@@ -1,6 +1,6 @@
 """The decode step's GEMMs (Llama-3.1-8B shapes, batch M) by layout and kernel, on the GPU.
 
-    python -m benchmarks.bench_decode_gemm [--m 64 1] [--no-triton]
+    python -m benchmarks.bench_decode_gemm [--m 64 1] [--no-triton] [--steps-only]
 
 Per weight shape (qkv, o, gate_up, down, LM head), 32 distinct weights (8 for the LM head) are
 multiplied in a row inside one CUDA graph, as a decode step streams them from DRAM, and the graph
@@ -8,11 +8,16 @@ is replayed; µs per GEMM and the weight-read rate (weight bytes / time) for:
     TN      F.linear(x, W), W [N, K] (the engine now)
     NN      x @ Wt, Wt = W.T made contiguous ([K, N])
     triton  kernels/skinny_gemm.py (when present), best of its configs
+Then one decode step's GEMMs (32 layers + LM head) in one graph: all cuBLAS, the sweep's best
+mix, and the engine's launches (decode_config) captured with programmatic dependent launch and
+0-8 lines of each weight row prefetched into L2 before the wait (kernels/pdl.py). --steps-only
+skips the sweep and times the step with decode_config's launches only.
 Prints a table; nothing is written to docs/ (the figures go there by hand with their command).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -32,7 +37,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--m", type=int, nargs="+", default=[64, 1, 8192])
     ap.add_argument("--no-triton", action="store_true")
+    ap.add_argument("--steps-only", action="store_true")
     args = ap.parse_args()
+    if args.steps_only:
+        from sgl_lang.kernels.skinny_gemm import skinny_linear
+        for m in args.m:
+            layer_steps(m, None, skinny_linear)
+        return
     global CONFIGS_BY_NAME
     try:
         from sgl_lang.kernels.skinny_gemm import CONFIGS, FUSED_CONFIGS, skinny_linear
@@ -106,13 +117,20 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
     lm = torch.randn(V, H, device="cuda", dtype=torch.bfloat16) * 0.02
     x = torch.randn(m, H, device="cuda", dtype=torch.bfloat16)
 
+    from sgl_lang.kernels.pdl import pdl_launches
+    from sgl_lang.kernels.skinny_gemm import decode_config
+
     def pick(name):
+        if best is None:  # the engine's launches
+            n, k = SHAPES[name]
+            return decode_config(m, n // 2 if name == "gate_up+silu" else n, k, silu_mul=name == "gate_up+silu")
         b = best.get((name, m))
         return b[1] if b and b[0] < b[2] else None
     chosen = {name: pick(name) for name in ("qkv", "o", "gate_up+silu", "down", "lm_head")}
+    engine_picks = dict(chosen)
     tickets = {name: torch.zeros(SHAPES[name][0] // 16, dtype=torch.int32, device="cuda") for name in chosen}
     out = os.environ.get("OUT")
-    if out:  # the picks, for a run of the engine with them (see --picks in the docstring)
+    if out and best is not None:  # the picks, for a run of the engine with them
         with open(os.path.join(out, f"gemm_picks_m{m}.json"), "w") as f:
             json.dump({k: [v.bn, v.bk, v.split, v.stages, v.warps] if v else None for k, v in chosen.items()}, f)
 
@@ -137,6 +155,16 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
     print(f"\ndecode step GEMMs at M={m} (32 layers + LM head, in one graph): cuBLAS {base:.0f} µs, "
           f"mixed {mix:.0f} µs ({100 * (base - mix) / base:+.1f}%); triton for "
           + ", ".join(f"{k}: {v}" for k, v in chosen.items() if v))
+    if not torch.cuda.get_device_capability()[0] >= 9:
+        return
+    rows = []
+    for pdl, pf in ((False, 0), (True, 0), (True, 2), (True, 4), (True, 8), (True, 16)):
+        chosen.update({k: v and dataclasses.replace(v, prefetch=pf) for k, v in engine_picks.items()})
+        with pdl_launches(pdl):
+            us = graph_us(lambda: step(True), 1)
+        rows.append(["PDL" if pdl else "plain", pf, f"{us:.0f}", f"{100 * (base - us) / base:+.1f}%"])
+    print(f"\nM={m}, decode_config launches, all in one graph (vs cuBLAS {base:.0f} µs)")
+    print(table(["launch", "prefetch lines per W row", "µs", "vs cuBLAS"], rows))
 
 
 if __name__ == "__main__":

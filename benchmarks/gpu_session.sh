@@ -19,6 +19,7 @@
 #   bash benchmarks/gpu_session.sh gemm      # decode GEMMs (8B shapes): cuBLAS TN / NN vs kernels/skinny_gemm.py (~3 min)
 #   bash benchmarks/gpu_session.sh engine8b  # bench_gpu, the 8B shape only, no HF             (~2 min)
 #   bash benchmarks/gpu_session.sh slots     # decode attention by KV slot layout; 8B engine with decode_slot_run 0 / 16 (~4 min)
+#   bash benchmarks/gpu_session.sh pdl       # PDL tests; decode-step GEMMs with PDL + L2 prefetch; 8B engine PDL off / on (~4 min)
 #   bash benchmarks/gpu_session.sh extend    # extend attention launch shapes (BLOCK_N, warps, stages) (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
@@ -91,8 +92,12 @@ for arg in "$@"; do
         extend) part extend ${lim:-200} python3 -m benchmarks.bench_extend_attention ;;
         slots) part slots ${lim:-420} bash -c "python3 -m benchmarks.bench_decode_attention --layouts; for r in 0 16; do
                    echo decode_slot_run=\$r; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline --no-kernels --no-write --flag decode_slot_run=\$r | grep -E '^[|] llama'; done" ;;
+        pdl) part pdl ${lim:-480} bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_skinny_gemm.py \
+                   tests/runtime/test_decode_gemm_gpu.py -k pdl; python3 -m benchmarks.bench_decode_gemm --steps-only --m 64 48;
+                   for d in 1 0; do echo disable_pdl=\$d; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf \
+                   --no-offline --no-kernels --no-write --flag disable_pdl=\$d | grep -E '^[|] llama'; done" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl)" ;;
     esac
 done
 ls "$OUT"

@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import launch_options, pdl_on, wait_for_inputs
+
 from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_qkv_strides
 
 
@@ -41,7 +43,8 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
                    stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_outb,
                    sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                   MERGE_LAST: tl.constexpr):
+                   MERGE_LAST: tl.constexpr, PDL: tl.constexpr):
+    wait_for_inputs(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -132,7 +135,9 @@ def _merge_splits(MidO, MidLse, Out, b, heads, mask_h, offs_d, mask_d, stride_ob
 
 @triton.jit
 def _decode_stage2(MidO, MidLse, Out, stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
-                   stride_outb, D: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr):
+                   stride_outb, D: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                   PDL: tl.constexpr):
+    wait_for_inputs(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_s = tl.arange(0, NUM_SPLITS)
@@ -205,13 +210,13 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d),
         G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=block_n or (128 if block_d <= 64 else 64), NUM_SPLITS=num_kv_splits,
-        MERGE_LAST=merge_last, num_warps=4, num_stages=num_stages)
+        MERGE_LAST=merge_last, PDL=pdl_on(), num_warps=4, num_stages=num_stages, **launch_options())
     if num_kv_splits == 1 or merge_last:
         return out
     _decode_stage2[(bs, hq)](
         mid_o, mid_lse, out, mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
         mid_lse.stride(0), mid_lse.stride(1), out.stride(0),
-        D=d, BLOCK_D=block_d, NUM_SPLITS=num_kv_splits, num_warps=2)
+        D=d, BLOCK_D=block_d, NUM_SPLITS=num_kv_splits, PDL=pdl_on(), num_warps=2, **launch_options())
     return out
 
 

@@ -17,10 +17,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import launch_options, pdl_on, wait_for_inputs
+
 
 @triton.jit
 def _rms_norm_kernel(X, Res, W, Y, SumOut, stride_x, stride_r, stride_y, stride_s, eps,
-                     N: tl.constexpr, BLOCK: tl.constexpr, HAS_RES: tl.constexpr):
+                     N: tl.constexpr, BLOCK: tl.constexpr, HAS_RES: tl.constexpr, PDL: tl.constexpr):
+    wait_for_inputs(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < N
@@ -54,7 +57,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
         block = triton.next_power_of_2(n)
         _rms_norm_kernel[(num_rows,)](x, res, weight, y, s, x.stride(0), res.stride(0), y.stride(0),
                                       s.stride(0), eps, N=n, BLOCK=block, HAS_RES=residual is not None,
-                                      num_warps=max(1, min(8, block // 256)))
+                                      PDL=pdl_on(), num_warps=max(1, min(8, block // 256)),
+                                      **launch_options())
     return y if residual is None else (y, s)
 
 

@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import launch_options, pdl_on, wait_for_inputs
+
 from .attention_prologue import rms_norm_ref, rope_ref
 from .attention_store import store_kv_ref
 
@@ -41,7 +43,9 @@ def _head_norm(x1, x2, W, eps, offs_d, mask_d, HALF: tl.constexpr, DT: tl.conste
 def _rope_store_kernel(QK, V, Cos, Sin, KCache, VCache, Loc, QW, KW, eps, stride_qt, stride_qh, stride_vt,
                        stride_vh, stride_ct, stride_st, stride_kct, stride_kch, stride_vct, stride_vch,
                        HQ: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr, BLOCK_HQ: tl.constexpr,
-                       BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr, HAS_NORM: tl.constexpr):
+                       BLOCK_HKV: tl.constexpr, BLOCK_HALF: tl.constexpr, HAS_NORM: tl.constexpr,
+                       PDL: tl.constexpr):
+    wait_for_inputs(PDL)
     t = tl.program_id(0).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_HALF)
     mask_d = offs_d < HALF
@@ -112,7 +116,8 @@ def rope_store_(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed
             qk.stride(1), v.stride(0), v.stride(1), cos.stride(0), sin_signed.stride(0), k_cache.stride(0),
             k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), HQ=h - hkv, HKV=hkv, HALF=d // 2,
             BLOCK_HQ=triton.next_power_of_2(h - hkv), BLOCK_HKV=triton.next_power_of_2(hkv),
-            BLOCK_HALF=triton.next_power_of_2(d // 2), HAS_NORM=norm is not None, num_warps=2)
+            BLOCK_HALF=triton.next_power_of_2(d // 2), HAS_NORM=norm is not None, PDL=pdl_on(), num_warps=2,
+            **launch_options())
     return qk[:, :h - hkv]
 
 

@@ -49,6 +49,9 @@ class EngineConfig:
     # decode GEMMs of 17-64 rows: "auto" times cuBLAS vs kernels/skinny_gemm.py at start-up (CUDA,
     # single rank, bf16/fp16) and keeps the faster; "triton" / "cublas" force one
     decode_gemm: str = "auto"
+    # decode graphs launch their Triton kernels with programmatic dependent launch (Hopper and
+    # later; kernels/pdl.py): a kernel's programs start while the previous one finishes
+    disable_pdl: bool = False
     skip_warmup: bool = False  # CUDA: no start-up requests that compile Triton kernels (runtime/warmup.py)
     # Overlapped scheduling: the host schedules step N+1 and processes step N's tokens while the
     # device runs step N+1. "auto": on for CUDA, off on CPU (one set of cores does both anyway).

@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from sgl_lang.kernels.pdl import pdl_launches
+
 from .forward_batch import ForwardBatch
 from .layers.decode_gemm import DecodeGemmChoice, choose_decode_gemm, set_decode_gemm
 
@@ -39,7 +41,7 @@ def capture_batch_sizes(max_bs: int) -> list[int]:
 
 class CudaGraphRunner:
     def __init__(self, model, attn, pool, max_bs: int, max_context_len: int, num_kv_heads: int,
-                 device: torch.device, sizes: Optional[list[int]] = None):
+                 device: torch.device, sizes: Optional[list[int]] = None, pdl: bool = False):
         if not hasattr(attn, "bind_static_decode"):
             raise CudaGraphUnsupported(f"attention backend {attn.name!r} cannot be captured in a CUDA "
                                        f"graph; use attention_backend='triton' or disable_cuda_graph")
@@ -48,6 +50,7 @@ class CudaGraphRunner:
         self.max_context_len = max_context_len
         self.num_kv_heads = num_kv_heads
         self.batch_sizes = sizes or capture_batch_sizes(max_bs)  # (sizes: a trial capture)
+        self.pdl = pdl  # Triton kernels captured with programmatic dependent launch (kernels/pdl.py)
         i64 = dict(dtype=torch.int64, device=device)
         self.input_ids = torch.zeros(max_bs, **i64)
         self.positions = torch.zeros(max_bs, **i64)
@@ -79,13 +82,13 @@ class CudaGraphRunner:
         for bs in reversed(self.batch_sizes):  # largest first: smaller graphs reuse its memory
             fb = self._static_batch(bs, device)
             stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(stream):
+            with torch.cuda.stream(stream), pdl_launches(self.pdl):
                 for _ in range(2):  # warm-up: Triton compiles, rotary tables are built
                     self._run(fb)
             torch.cuda.current_stream(device).wait_stream(stream)
             torch.cuda.synchronize(device)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=mempool, stream=stream):
+            with torch.cuda.graph(graph, pool=mempool, stream=stream), pdl_launches(self.pdl):
                 self.logits[bs] = self._run(fb)
             self.graphs[bs] = graph
             self.batches[bs] = fb
@@ -144,12 +147,13 @@ class CudaGraphRunner:
 
 
 def build_decode_graphs(model, attn, pool, max_bs: int, max_context_len: int, num_kv_heads: int,
-                        device: torch.device, decode_gemm: str, eligible: bool
+                        device: torch.device, decode_gemm: str, eligible: bool, pdl: bool = False
                         ) -> tuple[CudaGraphRunner, Optional[DecodeGemmChoice]]:
     """The decode graphs, captured after choosing cuBLAS or kernels/skinny_gemm.py for the
     decode GEMMs (layers/decode_gemm.py). decode_gemm "auto" times one graph of the largest
     captured batch in 17..64 both ways (static inputs: one key per sequence, so the step is its
-    GEMMs); "triton" / "cublas" force it. eligible: a single-rank bf16/fp16 model."""
+    GEMMs); "triton" / "cublas" force it. eligible: a single-rank bf16/fp16 model. pdl: capture
+    with programmatic dependent launch."""
     choice = None
     trial = [b for b in capture_batch_sizes(max_bs) if 16 < b <= 64]
     if eligible and decode_gemm == "triton":
@@ -157,7 +161,7 @@ def build_decode_graphs(model, attn, pool, max_bs: int, max_context_len: int, nu
     elif eligible and decode_gemm == "auto" and trial:
         def time_graph() -> float:
             runner = CudaGraphRunner(model, attn, pool, max_bs, max_context_len, num_kv_heads, device,
-                                     sizes=[trial[-1]])
+                                     sizes=[trial[-1]], pdl=pdl)
             return runner.replay_seconds(trial[-1])
         choice = choose_decode_gemm(model, time_graph)
-    return CudaGraphRunner(model, attn, pool, max_bs, max_context_len, num_kv_heads, device), choice
+    return CudaGraphRunner(model, attn, pool, max_bs, max_context_len, num_kv_heads, device, pdl=pdl), choice

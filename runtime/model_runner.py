@@ -11,6 +11,8 @@ from typing import Callable, Optional
 
 import torch
 
+from sgl_lang.kernels.pdl import device_supports_pdl
+
 from .config import EngineConfig
 from .cuda_graph_runner import CudaGraphRunner, build_decode_graphs
 from .prefill_graph_runner import PrefillGraphRunner
@@ -63,7 +65,8 @@ class ModelRunner:
             self.graph_runner, self.decode_gemm = build_decode_graphs(
                 self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
                 max_len + 1, loaded.num_kv_heads, self.device, config.decode_gemm,
-                eligible=config.tp_size == 1 and dtype in (torch.bfloat16, torch.float16))
+                eligible=config.tp_size == 1 and dtype in (torch.bfloat16, torch.float16),
+                pdl=not config.disable_pdl and device_supports_pdl(self.device))
         self.prefill_graphs: Optional[PrefillGraphRunner] = None
         self.num_prefill_graph_steps = 0  # prefills run by replaying a captured graph
         max_prefill = min(config.cuda_graph_max_prefill_tokens, config.chunk_size, max_len)

@@ -39,6 +39,7 @@ ENGINE_FLAG_HELP = {
     "cuda_graph_max_bs": "largest decode batch captured in a CUDA graph",
     "cuda_graph_max_prefill_tokens": "prefills up to this many tokens replay CUDA graphs where that is faster than eager (0: eager)",
     "disable_cuda_graph": "run decode and prefill eagerly on CUDA",
+    "disable_pdl": "launch the decode graphs' Triton kernels without programmatic dependent launch",
     "decode_gemm": "decode GEMMs of 17-64 rows: auto (time cuBLAS vs the Triton kernel at start-up) / triton / cublas",
     "skip_warmup": "CUDA: skip the start-up requests that compile the Triton kernels a first request needs",
     "overlap_schedule": "auto (on for CUDA) / on / off: schedule step N+1 while step N runs on the device",
