@@ -157,15 +157,30 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
           + ", ".join(f"{k}: {v}" for k, v in chosen.items() if v))
     if not torch.cuda.get_device_capability()[0] >= 9:
         return
+    from sgl_lang.kernels.skinny_gemm import GemmConfig
+    variants = [("plain", False, {}), ("PDL", True, {})]
+    variants += [(f"PDL, prefetch {pf}", True, {k: v and dataclasses.replace(v, prefetch=pf)
+                                                for k, v in engine_picks.items()}) for pf in (2, 4, 8)]
+    variants += [(f"PDL, o_proj {c}", True, {"o": c}) for c in (
+        GemmConfig(64, 128, 2, 5), GemmConfig(64, 128, 4, 4), GemmConfig(32, 256, 1, 5), GemmConfig(128, 128, 4, 3),
+        GemmConfig(64, 64, 2, 8))]
+    variants += [(f"PDL, qkv {c}", True, {"qkv": c}) for c in (
+        GemmConfig(64, 128, 2, 5), GemmConfig(32, 256, 1, 5), GemmConfig(64, 128, 4, 3), GemmConfig(32, 128, 2, 5))]
+    variants += [(f"PDL, down {c}", True, {"down": c}) for c in (GemmConfig(64, 128, 4, 3), GemmConfig(32, 256, 2, 4))]
     rows = []
-    for pdl, pf in ((False, 0), (True, 0), (True, 2), (True, 4), (True, 8), (True, 16)):
-        chosen.update({k: v and dataclasses.replace(v, prefetch=pf) for k, v in engine_picks.items()})
-        with pdl_launches(pdl):
-            us = graph_us(lambda: step(True), 1)
-        rows.append(["PDL" if pdl else "plain", pf, f"{us:.0f}", f"{100 * (base - us) / base:+.1f}%"])
-    print(f"\nM={m}, decode_config launches, all in one graph (vs cuBLAS {base:.0f} µs)")
-    print(table(["launch", "prefetch lines per W row", "µs", "vs cuBLAS"], rows))
-
+    for label, pdl, overrides in variants:
+        chosen.clear()
+        chosen.update(engine_picks, **overrides)
+        try:
+            with pdl_launches(pdl):
+                us = graph_us(lambda: step(True), 1)
+        except Exception as e:  # e.g. out of shared memory for this tile and stage count
+            print(label, type(e).__name__)
+            continue
+        rows.append([label, f"{us:.0f}", f"{100 * (base - us) / base:+.1f}%"])
+        print(rows[-1], flush=True)
+    print(f"\nM={m}, decode_config launches unless named, all in one graph (vs cuBLAS {base:.0f} µs)")
+    print(table(["launch", "µs", "vs cuBLAS"], rows))
 
 if __name__ == "__main__":
     main()

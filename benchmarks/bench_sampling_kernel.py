@@ -94,13 +94,14 @@ def graph_us(fn, calls: int = 20) -> float:
     return start.elapsed_time(end) * 1e3 / (reps * calls)
 
 
-def sweep(bw: float) -> None:
-    """Launch shapes of the kernel (LAUNCH) at bs 512 and 1, vocab 128256: graph µs per mode."""
+def sweep(bw: float, batch_sizes=(512, 1), shapes=((1024, 4), (2048, 4), (1024, 8), (2048, 8))) -> None:
+    """Launch shapes (tile, warps) of the kernel (LAUNCH) at each batch size, vocab 128256:
+    graph µs per mode."""
     from sgl_lang.kernels import masked_sampling as ms
     saved = dict(ms.LAUNCH)
     vocab, words = 128256, (128256 + 31) // 32
     rows = []
-    for bs in (512, 1):
+    for bs in batch_sizes:
         g = torch.Generator(device="cuda").manual_seed(bs)
         n_rot = max(2, int(120e6 // (bs * vocab * 4)) + 1)
         logits = [torch.randn(bs, vocab, device="cuda", generator=g) * 4 for _ in range(n_rot)]
@@ -108,7 +109,7 @@ def sweep(bw: float) -> None:
                                generator=g) for _ in range(n_rot)]
         keys = torch.randint(-2**31, 2**31 - 1, (bs, 2), dtype=torch.int32, device="cuda", generator=g)
         floor_us = (bs * vocab * 4 + bs * words * 4) / bw * 1e6
-        for tile, warps in ((1024, 4), (2048, 4), (1024, 8), (2048, 8)):
+        for tile, warps in shapes:
             for shape in ms.LAUNCH:
                 ms.LAUNCH[shape] = (tile, warps)
             cells = []
@@ -139,13 +140,19 @@ def main() -> None:
     ap.add_argument("--bs", default="1,4,16,64,128,512")
     ap.add_argument("--vocab", default="49152,128256")
     ap.add_argument("--sweep", action="store_true", help="time launch shapes first (not written)")
+    ap.add_argument("--sweep-bs", default="512,1", help="batch sizes of --sweep")
+    ap.add_argument("--sweep-shapes", default="1024x4,2048x4,1024x8,2048x8", help="tile x warps of --sweep")
+    ap.add_argument("--sweep-only", action="store_true")
     args = ap.parse_args()
     import triton.testing
     from sgl_lang.kernels.masked_sampling import _can_launch_directly, masked_sample, num_splits
 
     bw = copy_bandwidth()
-    if args.sweep:
-        sweep(bw)
+    if args.sweep or args.sweep_only:
+        sweep(bw, tuple(map(int, args.sweep_bs.split(","))),
+              tuple(tuple(map(int, s.split("x"))) for s in args.sweep_shapes.split(",")))
+        if args.sweep_only:
+            return
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
     for vocab in map(int, args.vocab.split(",")):

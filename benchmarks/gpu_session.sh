@@ -17,6 +17,9 @@
 #   bash benchmarks/gpu_session.sh profile   # kernels of one 135M batch-64 decode graph step (~1 min)
 #   bash benchmarks/gpu_session.sh loop8b    # the 8B batch-64 loop as bench_gpu runs it (256 new tokens), kernels per step (~2 min)
 #   bash benchmarks/gpu_session.sh gemm      # decode GEMMs (8B shapes): cuBLAS TN / NN vs kernels/skinny_gemm.py (~3 min)
+#   bash benchmarks/gpu_session.sh samplingtests  # the fused sampling kernel's tests on the GPU (~1 min)
+#   bash benchmarks/gpu_session.sh sweep512  # the sampling kernel's launch shapes incl. larger tiles, bs 512 and 1 (~3 min)
+#   bash benchmarks/gpu_session.sh gemmsteps # one decode step's GEMMs: launch variants with PDL (~1 min)
 #   bash benchmarks/gpu_session.sh engine8b  # bench_gpu, the 8B shape only, no HF             (~2 min)
 #   bash benchmarks/gpu_session.sh slots     # decode attention by KV slot layout; 8B engine with decode_slot_run 0 / 16 (~4 min)
 #   bash benchmarks/gpu_session.sh pdl       # PDL tests; decode-step GEMMs with PDL + L2 prefetch; 8B engine PDL off / on (~4 min)
@@ -89,6 +92,11 @@ for arg in "$@"; do
                                               python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512" ;;
         loop8b) part loop8b ${lim:-200} python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 --ctx 512 --out-len 256 ;;
         gemm) part gemm ${lim:-300} python3 -m benchmarks.bench_decode_gemm ;;
+        samplingtests) part samplingtests ${lim:-240} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
+                   tests/kernels/test_masked_sampling.py ;;
+        sweep512) part sweep512 ${lim:-300} python3 -m benchmarks.bench_sampling_kernel --sweep-only \
+                   --sweep-bs 512,1 --sweep-shapes 1024x8,2048x8,4096x8,4096x4,8192x8,1024x4 ;;
+        gemmsteps) part gemmsteps ${lim:-200} python3 -m benchmarks.bench_decode_gemm --steps-only --m 64 ;;
         extend) part extend ${lim:-200} python3 -m benchmarks.bench_extend_attention ;;
         slots) part slots ${lim:-420} bash -c "python3 -m benchmarks.bench_decode_attention --layouts; for r in 0 16; do
                    echo decode_slot_run=\$r; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline --no-kernels --no-write --flag decode_slot_run=\$r | grep -E '^[|] llama'; done" ;;
@@ -97,7 +105,7 @@ for arg in "$@"; do
                    for d in 1 0; do echo disable_pdl=\$d; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf \
                    --no-offline --no-kernels --no-write --flag disable_pdl=\$d | grep -E '^[|] llama'; done" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests)" ;;
     esac
 done
 ls "$OUT"
