@@ -3,6 +3,7 @@ the decode shapes the engine benchmarks run (prints a table; nothing is written 
 
     python -m benchmarks.bench_decode_attention            # the sweep, then the merge comparison
     python -m benchmarks.bench_decode_attention --merge    # the merge comparison only
+    python -m benchmarks.bench_decode_attention --rope     # rope_store_ + attention vs one launch
 
 Slots are contiguous per sequence (as the pool hands them out to a fresh batch). Each time is GPU
 time per call with no launch gaps, as in the engine's captured decode step: 8 calls, each on its
@@ -151,14 +152,54 @@ def layouts(bw: float, copies: int = 4) -> None:
     print(table(["shape", "slot layout", "µs", "TB/s", "KV floor µs"], rows))
 
 
+def rope(bw: float, copies: int = 8) -> None:
+    """rope_store_ then decode_attention (two launches) vs decode_attention_rope (the rotation and
+    the KV store inside the attention launch), each with and without PDL (kernels/pdl.py)."""
+    from sgl_lang.kernels.attention_decode import decode_attention, decode_attention_rope, pick_num_kv_splits
+    from sgl_lang.kernels.pdl import pdl_launches
+    from sgl_lang.kernels.rope_store import rope_store_
+    rows = []
+    for name, bs, seq, hq, hkv, d in (("llama-3.1-8b", 64, 640, 32, 8, 128), ("smollm2-135m", 64, 640, 9, 3, 64),
+                                      ("llama-3.1-8b", 1, 640, 32, 8, 128)):
+        caches, r2t, _, lens, out = _inputs(bs, seq, hq, hkv, d, copies)
+        qkv = torch.randn(bs, hq + 2 * hkv, d, device="cuda", dtype=torch.bfloat16)
+        qk, v = qkv[:, :hq + hkv], qkv[:, hq + hkv:]
+        ang = torch.randn(bs, 1, d // 2, device="cuda")
+        cos = torch.cat([ang.cos(), ang.cos()], -1).to(torch.bfloat16)
+        sin = torch.cat([-ang.sin(), ang.sin()], -1).to(torch.bfloat16)
+        loc = r2t[:, -1].contiguous()
+        s = pick_num_kv_splits(bs, hkv)
+
+        def two():
+            for kc, vc in caches:
+                q = rope_store_(qk, v, cos, sin, kc, vc, loc)
+                decode_attention(q, kc, vc, r2t, lens, s, out=out)
+
+        def fused():
+            for kc, vc in caches:
+                decode_attention_rope(qk, v, cos, sin, kc, vc, loc, r2t, lens, s)
+        cells = []
+        for pdl in (False, True):
+            with pdl_launches(pdl):
+                cells += [graph_us(two, copies), graph_us(fused, copies)]
+        rows.append([f"{name} bs={bs} len={seq}"] + [f"{c:.1f}" for c in cells])
+        print(rows[-1], flush=True)
+        del caches
+    print(table(["shape", "two launches µs", "fused µs", "two, PDL", "fused, PDL"], rows))
+
+
 def main() -> None:
     import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument("--merge", action="store_true", help="only the merge comparison (seconds)")
     ap.add_argument("--layouts", action="store_true", help="only the slot-layout comparison (seconds)")
+    ap.add_argument("--rope", action="store_true", help="only rope_store_ + attention vs the fused launch")
     args = ap.parse_args()
     bw = _bandwidth()
     print(f"{torch.cuda.get_device_name(0)}, copy bandwidth {bw / 1e12:.2f} TB/s")
+    if args.rope:
+        rope(bw)
+        return
     if args.layouts:
         layouts(bw)
         return

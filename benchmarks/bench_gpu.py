@@ -198,12 +198,17 @@ def main() -> None:
                     help="cuda_graph_max_prefill_tokens (0: eager prefills; default: the engine's)")
     ap.add_argument("--only-offline", action="store_true")
     ap.add_argument("--decode-gemm", default=None, help="the engine's decode_gemm (auto, triton, cublas)")
+    ap.add_argument("--no-fuse-rope", action="store_true",
+                    help="decode: rope_store_ then attention (two launches), not decode_attention_rope")
     ap.add_argument("--flag", action="append", default=[], metavar="NAME=INT",
                     help="an integer engine flag for every engine built here, e.g. decode_slot_run=16")
     args = ap.parse_args()
     for item in args.flag:
         name, _, value = item.partition("=")
         ENGINE_FLAGS[name] = int(value)
+    if args.no_fuse_rope:
+        from sgl_lang.runtime.layers.triton_attention import TritonAttentionBackend
+        TritonAttentionBackend.fuse_decode_rope = False
     if args.decode_gemm:
         ENGINE_FLAGS["decode_gemm"] = args.decode_gemm
     if args.prefill_graph_tokens is not None:

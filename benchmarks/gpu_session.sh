@@ -19,6 +19,7 @@
 #   bash benchmarks/gpu_session.sh gemm      # decode GEMMs (8B shapes): cuBLAS TN / NN vs kernels/skinny_gemm.py (~3 min)
 #   bash benchmarks/gpu_session.sh samplingtests  # the fused sampling kernel's tests on the GPU (~1 min)
 #   bash benchmarks/gpu_session.sh sweep512  # the sampling kernel's launch shapes incl. larger tiles, bs 512 and 1 (~3 min)
+#   bash benchmarks/gpu_session.sh rope      # fused-prologue tests; rope+store inside decode attention vs two launches; 8B engine (~4 min)
 #   bash benchmarks/gpu_session.sh gemmsteps # one decode step's GEMMs: launch variants with PDL (~1 min)
 #   bash benchmarks/gpu_session.sh engine8b  # bench_gpu, the 8B shape only, no HF             (~2 min)
 #   bash benchmarks/gpu_session.sh slots     # decode attention by KV slot layout; 8B engine with decode_slot_run 0 / 16 (~4 min)
@@ -96,6 +97,10 @@ for arg in "$@"; do
                    tests/kernels/test_masked_sampling.py ;;
         sweep512) part sweep512 ${lim:-300} python3 -m benchmarks.bench_sampling_kernel --sweep-only \
                    --sweep-bs 512,1 --sweep-shapes 1024x8,2048x8,4096x8,4096x4,8192x8,1024x4 ;;
+        rope) part rope ${lim:-400} bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_fused_prologue.py \
+                   tests/kernels/test_attention_backend.py; python3 -m benchmarks.bench_decode_attention --rope;
+                   for f in --no-fuse-rope ''; do echo \$f; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline \
+                   --no-kernels --no-write \$f | grep -E '^[|] llama'; done" ;;
         gemmsteps) part gemmsteps ${lim:-200} python3 -m benchmarks.bench_decode_gemm --steps-only --m 64 ;;
         extend) part extend ${lim:-200} python3 -m benchmarks.bench_extend_attention ;;
         slots) part slots ${lim:-420} bash -c "python3 -m benchmarks.bench_decode_attention --layouts; for r in 0 16; do
@@ -105,7 +110,7 @@ for arg in "$@"; do
                    for d in 1 0; do echo disable_pdl=\$d; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf \
                    --no-offline --no-kernels --no-write --flag disable_pdl=\$d | grep -E '^[|] llama'; done" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope)" ;;
     esac
 done
 ls "$OUT"

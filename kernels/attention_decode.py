@@ -41,9 +41,10 @@ from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_
 def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
                    stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_rb,
                    stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_outb,
-                   sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr,
+                   sm_scale, KNew, VNew, Cos, Sin, Loc, stride_knb, stride_knh, stride_vnb, stride_vnh,
+                   stride_cb, stride_sb, G: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                   MERGE_LAST: tl.constexpr, PDL: tl.constexpr):
+                   MERGE_LAST: tl.constexpr, ROPE: tl.constexpr, PDL: tl.constexpr):
     wait_for_inputs(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -58,8 +59,13 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
     mask_h = offs_g < G
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-                mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
+    if ROPE:  # q unrotated; this step's k and v not stored yet (decode_attention_rope)
+        q = _rope_prologue(Q, K, V, KNew, VNew, Cos, Sin, Loc, b, kvh, heads, mask_h, offs_d, mask_d,
+                           seq_len, start, end, stride_qb, stride_qh, stride_kt, stride_kh, stride_vt,
+                           stride_vh, stride_knb, stride_knh, stride_vnb, stride_vnh, stride_cb, stride_sb, D)
+    else:
+        q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                    mask=mask_h[:, None] & mask_d[None, :], other=0.0)  # [BLOCK_H, BLOCK_D]
 
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
@@ -102,6 +108,34 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
                 _merge_splits(MidO, MidLse, Out, b, heads, mask_h, offs_d, mask_d, stride_ob, stride_oh,
                               stride_os, stride_lb, stride_lh, stride_outb, D, BLOCK_H, BLOCK_D, NUM_SPLITS)
                 tl.atomic_xchg(count, 0)
+
+
+@triton.jit
+def _rope_prologue(Q, K, V, KNew, VNew, Cos, Sin, Loc, b, kvh, heads, mask_h, offs_d, mask_d, seq_len,
+                   start, end, stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+                   stride_knb, stride_knh, stride_vnb, stride_vnh, stride_cb, stride_sb, D: tl.constexpr):
+    """The work of rope_store_ for one sequence and KV head, inside the attention program: -> the
+    group's rotated queries [BLOCK_H, BLOCK_D]; the program that owns the newest key rotates it
+    into the cache at Loc[b] and copies the value beside it, before any key is read.
+    rotate(x)[d] = x[d] * cos[d] + x[(d + D/2) % D] * sin_signed[d]   (f32, rounded once)"""
+    c = tl.load(Cos + b * stride_cb + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # [BLOCK_D] [cos|cos]
+    sn = tl.load(Sin + b * stride_sb + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # [-sin|sin]
+    swap = (offs_d + D // 2) % D
+    mask_q = mask_h[:, None] & mask_d[None, :]
+    pq = Q + b * stride_qb + heads[:, None] * stride_qh
+    q = (tl.load(pq + offs_d[None, :], mask=mask_q, other=0.0).to(tl.float32) * c[None, :]
+         + tl.load(pq + swap[None, :], mask=mask_q, other=0.0).to(tl.float32) * sn[None, :])
+    if (start <= seq_len - 1) & (seq_len - 1 < end):
+        slot = tl.load(Loc + b).to(tl.int64)
+        pk = KNew + b * stride_knb + kvh * stride_knh
+        k = (tl.load(pk + offs_d, mask=mask_d, other=0.0).to(tl.float32) * c
+             + tl.load(pk + swap, mask=mask_d, other=0.0).to(tl.float32) * sn)
+        tl.store(K + slot * stride_kt + kvh * stride_kh + offs_d,
+                 k.to(KNew.dtype.element_ty).to(K.dtype.element_ty), mask=mask_d)
+        v = tl.load(VNew + b * stride_vnb + kvh * stride_vnh + offs_d, mask=mask_d)
+        tl.store(V + slot * stride_vt + kvh * stride_vh + offs_d, v.to(V.dtype.element_ty), mask=mask_d)
+    tl.debug_barrier()  # the stores above are seen by this program's key loads
+    return q.to(Q.dtype.element_ty)
 
 
 @triton.jit
@@ -187,6 +221,30 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     shape measured (135M bs 1, S 16: 19.9 µs against 5.2); the unrolled L2-read merge it has now
     is not measured yet (benchmarks/bench_decode_attention.py --merge)."""
     _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
+    return _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, out, block_n, num_stages,
+                   fused_merge, None)
+
+
+def decode_attention_rope(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+                          k_cache: torch.Tensor, v_cache: torch.Tensor, loc: torch.Tensor,
+                          req_to_token: torch.Tensor, seq_lens: torch.Tensor, num_kv_splits: int = 8
+                          ) -> torch.Tensor:
+    """rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, loc) then decode_attention of the
+    rotated queries, in the attention launch (no rope_store_ launch): qk [bs, Hq + Hkv, D] the
+    unrotated query and key heads of the new token (left as they are), v [bs, Hkv, D], cos /
+    sin_signed [bs, 1, D], loc [bs] its KV slot (req_to_token[i, seq_lens[i] - 1]). -> out
+    [bs, Hq * D]. Same arguments and semantics as those two calls (kernels/rope_store.py)."""
+    from .rope_store import _check as check_rope
+    check_rope(qk, v, cos, sin_signed, k_cache, v_cache, loc)
+    hkv = v.shape[1]
+    q = qk[:, :qk.shape[1] - hkv]  # [bs, Hq, D] (strided: rows of the fused qkv output)
+    _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
+    return _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, None, None, 3, False,
+                   (qk[:, qk.shape[1] - hkv:], v, cos, sin_signed, loc))
+
+
+def _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, out, block_n, num_stages,
+            fused_merge, rope) -> torch.Tensor:
     bs, hq, d = q.shape
     hkv = k_cache.shape[1]
     group = hq // hkv
@@ -204,13 +262,20 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         o_strides, lse_strides = mid_o.stride()[:3], mid_lse.stride()[:2]
     merge_last = fused_merge and num_kv_splits > 1
     arrived = _arrival_counters(q.device, bs * hkv) if merge_last else seq_lens
+    if rope is not None:
+        k_new, v_new, cos, sin_signed, loc = rope
+        rope_args = (k_new, v_new, cos, sin_signed, loc, k_new.stride(0), k_new.stride(1), v_new.stride(0),
+                     v_new.stride(1), cos.stride(0), sin_signed.stride(0))
+    else:
+        rope_args = (q, q, q, q, q, 0, 0, 0, 0, 0, 0)  # (unused)
     _decode_stage1[(bs, hkv, num_kv_splits)](
         q, k_cache, v_cache, req_to_token, seq_lens, mid_o, mid_lse, out, arrived,
         *paged_qkv_strides(q, k_cache, v_cache), req_to_token.stride(0),
-        *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d),
+        *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d), *rope_args,
         G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=block_n or (128 if block_d <= 64 else 64), NUM_SPLITS=num_kv_splits,
-        MERGE_LAST=merge_last, PDL=pdl_on(), num_warps=4, num_stages=num_stages, **launch_options())
+        MERGE_LAST=merge_last, ROPE=rope is not None, PDL=pdl_on(), num_warps=4, num_stages=num_stages,
+        **launch_options())
     if num_kv_splits == 1 or merge_last:
         return out
     _decode_stage2[(bs, hq)](

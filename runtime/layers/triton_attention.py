@@ -4,6 +4,8 @@ sgl_lang.kernels (the default on CUDA).
     store:   store_kv(k_cache, v_cache, fb.out_cache_loc, k, v)          one launch per layer
              (forward_rope: rope_store_ rotates q and stores the rotated k and v: one launch)
     decode:  decode_attention (split-K over the keys, then a merge)      two launches per layer
+             (forward_rope without q/k norms: decode_attention_rope, the rotation and the store
+             inside the attention launch: no rope_store_ launch)
     extend:  extend_attention (flash-style over the paged prefix + new tokens)
 
 Per-batch metadata (device copies of the lengths, the split count) is built once per
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
+from sgl_lang.kernels.attention_decode import decode_attention, decode_attention_rope, pick_num_kv_splits
 from sgl_lang.kernels.attention_extend import ExtendMetaLayout, extend_attention
 from sgl_lang.kernels.attention_store import store_kv
 from sgl_lang.kernels.rope_store import rope_store_
@@ -47,6 +49,7 @@ class _ExtendMeta:
 class TritonAttentionBackend(AttentionBackend):
     name = "triton"
     _write_kv = staticmethod(store_kv)  # the KV store of forward: one launch
+    fuse_decode_rope = True  # forward_rope of decode batches: the rotation inside the attention launch
 
     def __init__(self, num_sms: Optional[int] = None):
         if num_sms is None and torch.cuda.is_available():
@@ -106,18 +109,29 @@ class TritonAttentionBackend(AttentionBackend):
         if self._meta_fb is not fb:
             self.init_forward_metadata(fb)
         k_cache, v_cache = self._kv_cache(kv_pool, layer_id)  # [num_slots + 1, Hkv, D]
+        meta = self._meta
+        if isinstance(meta, _DecodeMeta) and qk_norm is None and self.fuse_decode_rope:
+            meta = self._decode_meta(fb, k_cache)
+            return decode_attention_rope(qk, v, cos, sin_signed, k_cache, v_cache, fb.out_cache_loc,
+                                         fb.req_to_token, meta.seq_lens, meta.num_kv_splits)
         norm = None if qk_norm is None else (qk_norm[0].weight, qk_norm[1].weight, qk_norm[0].eps)
         q = rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, fb.out_cache_loc, norm)  # [T, Hq, D]
         return self._attend(q, k_cache, v_cache, fb)
+
+    def _decode_meta(self, fb: "ForwardBatch", k_cache: torch.Tensor) -> _DecodeMeta:
+        """The decode metadata, its split count fixed on the first layer (it needs Hkv)."""
+        meta = self._meta
+        if meta.num_kv_splits == 0:
+            meta = self._meta = _DecodeMeta(
+                meta.seq_lens, pick_num_kv_splits(fb.batch_size, k_cache.shape[1], self.num_sms))
+        return meta
 
     def _attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 fb: "ForwardBatch") -> torch.Tensor:
         """Attention of q [T, Hq, D] over the cache, whose new tokens are already stored."""
         meta = self._meta
         if isinstance(meta, _DecodeMeta):
-            if meta.num_kv_splits == 0:
-                meta = self._meta = _DecodeMeta(
-                    meta.seq_lens, pick_num_kv_splits(fb.batch_size, k_cache.shape[1], self.num_sms))
+            meta = self._decode_meta(fb, k_cache)
             q = q if q.stride(2) == 1 else q.contiguous()
             return decode_attention(q, k_cache, v_cache, fb.req_to_token, meta.seq_lens,
                                     meta.num_kv_splits)

@@ -89,3 +89,44 @@ def test_rope_store_with_qk_norm_matches_norm_rope_then_store(t, hq, hkv, d, dty
     with pytest.raises(ValueError, match="norm weights"):
         rope_store_(qkv[:, :hq + hkv], qkv[:, hq + hkv:], cos, sin, caches[0], caches[1], loc,
                     (norm[0][:-1], norm[1], 1e-6))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seq_lens,hq,hkv,d,splits", [
+    ([1, 5, 70], 4, 2, 16, 4),      # new key in the last split; a 1-token sequence (only the new key)
+    ([33, 2, 9], 8, 2, 32, 1),      # one program per (sequence, KV head)
+    ([130], 32, 8, 128, 2),         # Llama-3.1-8B heads
+])
+def test_decode_attention_rope_matches_rope_store_then_attention(seq_lens, hq, hkv, d, splits, dtype):
+    """The rotation and KV store done inside the attention launch (decode_attention_rope) against
+    rope_store_ref then decode_attention_ref: same output, same cache, qk left unrotated."""
+    from sgl_lang.kernels.attention_decode import decode_attention_ref, decode_attention_rope
+    bs = len(seq_lens)
+    gen = torch.Generator().manual_seed(sum(seq_lens) + d)
+    total = sum(seq_lens)
+    caches = [torch.randn(total + 8, hkv, d, generator=gen).to(DEVICE, dtype) for _ in range(2)]
+    slots = torch.randperm(total + 7, generator=gen)[:total] + 1
+    r2t = torch.zeros(bs, max(seq_lens) + 2, dtype=torch.int64)
+    start = 0
+    for i, n in enumerate(seq_lens):
+        r2t[i, :n] = slots[start:start + n]
+        start += n
+    r2t = r2t.to(DEVICE)
+    lens = torch.tensor(seq_lens, device=DEVICE)
+    loc = r2t[torch.arange(bs, device=DEVICE), lens - 1]  # the new token's slot
+    qkv = torch.randn(bs, hq + 2 * hkv, d, generator=gen).to(DEVICE, dtype)
+    ang = torch.randn(bs, 1, d // 2, generator=gen).to(DEVICE)
+    cos = torch.cat([ang.cos(), ang.cos()], -1).to(dtype)
+    sin = torch.cat([-ang.sin(), ang.sin()], -1).to(dtype)
+    ref_qkv, ref_caches, orig = qkv.clone(), [c.clone() for c in caches], qkv.clone()
+    out = decode_attention_rope(qkv[:, :hq + hkv], qkv[:, hq + hkv:], cos, sin, caches[0], caches[1], loc,
+                                r2t, lens, num_kv_splits=splits)
+    q_ref = rope_store_ref(ref_qkv[:, :hq + hkv], ref_qkv[:, hq + hkv:], cos, sin, ref_caches[0],
+                           ref_caches[1], loc)
+    ref = decode_attention_ref(q_ref, ref_caches[0], ref_caches[1], r2t, lens)
+    tol = dict(atol=2e-3, rtol=2e-3) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(out.float(), ref.float(), **tol)
+    torch.testing.assert_close(caches[0], ref_caches[0], **({} if dtype != torch.float32 else
+                                                            dict(atol=1e-6, rtol=1e-6)))
+    torch.testing.assert_close(caches[1], ref_caches[1], atol=0, rtol=0)  # values copied exactly
+    assert torch.equal(qkv, orig)  # the projection output is left unrotated
