@@ -21,6 +21,10 @@ by a second launch, grid (bs, Hq). With fused_merge=True the last of the S progr
 to finish merges them instead (an arrival counter per (i, kv), reset by that program): one
 launch, but slower as it stands (see decode_attention).
 
+    decode_attention_rope(qk, v, cos, sin_signed, k_cache, v_cache, loc, req_to_token, seq_lens, S)
+        the same after rope_store_ (kernels/rope_store.py), in the stage-1 launch: each program
+        rotates its group's queries; the one owning the newest key stores it and its value first
+
 S (num_kv_splits) is a power of two chosen by the caller from the batch size only, so a CUDA graph
 captured for a batch size stays valid for every sequence length; no host sync is needed.
 """
@@ -33,6 +37,7 @@ import triton
 import triton.language as tl
 
 from .pdl import launch_options, pdl_on, wait_for_inputs
+from .rope_store import _rope_prologue, check_rope_store
 
 from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_qkv_strides
 
@@ -108,34 +113,6 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
                 _merge_splits(MidO, MidLse, Out, b, heads, mask_h, offs_d, mask_d, stride_ob, stride_oh,
                               stride_os, stride_lb, stride_lh, stride_outb, D, BLOCK_H, BLOCK_D, NUM_SPLITS)
                 tl.atomic_xchg(count, 0)
-
-
-@triton.jit
-def _rope_prologue(Q, K, V, KNew, VNew, Cos, Sin, Loc, b, kvh, heads, mask_h, offs_d, mask_d, seq_len,
-                   start, end, stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
-                   stride_knb, stride_knh, stride_vnb, stride_vnh, stride_cb, stride_sb, D: tl.constexpr):
-    """The work of rope_store_ for one sequence and KV head, inside the attention program: -> the
-    group's rotated queries [BLOCK_H, BLOCK_D]; the program that owns the newest key rotates it
-    into the cache at Loc[b] and copies the value beside it, before any key is read.
-    rotate(x)[d] = x[d] * cos[d] + x[(d + D/2) % D] * sin_signed[d]   (f32, rounded once)"""
-    c = tl.load(Cos + b * stride_cb + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # [BLOCK_D] [cos|cos]
-    sn = tl.load(Sin + b * stride_sb + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # [-sin|sin]
-    swap = (offs_d + D // 2) % D
-    mask_q = mask_h[:, None] & mask_d[None, :]
-    pq = Q + b * stride_qb + heads[:, None] * stride_qh
-    q = (tl.load(pq + offs_d[None, :], mask=mask_q, other=0.0).to(tl.float32) * c[None, :]
-         + tl.load(pq + swap[None, :], mask=mask_q, other=0.0).to(tl.float32) * sn[None, :])
-    if (start <= seq_len - 1) & (seq_len - 1 < end):
-        slot = tl.load(Loc + b).to(tl.int64)
-        pk = KNew + b * stride_knb + kvh * stride_knh
-        k = (tl.load(pk + offs_d, mask=mask_d, other=0.0).to(tl.float32) * c
-             + tl.load(pk + swap, mask=mask_d, other=0.0).to(tl.float32) * sn)
-        tl.store(K + slot * stride_kt + kvh * stride_kh + offs_d,
-                 k.to(KNew.dtype.element_ty).to(K.dtype.element_ty), mask=mask_d)
-        v = tl.load(VNew + b * stride_vnb + kvh * stride_vnh + offs_d, mask=mask_d)
-        tl.store(V + slot * stride_vt + kvh * stride_vh + offs_d, v.to(V.dtype.element_ty), mask=mask_d)
-    tl.debug_barrier()  # the stores above are seen by this program's key loads
-    return q.to(Q.dtype.element_ty)
 
 
 @triton.jit
@@ -234,8 +211,7 @@ def decode_attention_rope(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, 
     unrotated query and key heads of the new token (left as they are), v [bs, Hkv, D], cos /
     sin_signed [bs, 1, D], loc [bs] its KV slot (req_to_token[i, seq_lens[i] - 1]). -> out
     [bs, Hq * D]. Same arguments and semantics as those two calls (kernels/rope_store.py)."""
-    from .rope_store import _check as check_rope
-    check_rope(qk, v, cos, sin_signed, k_cache, v_cache, loc)
+    check_rope_store(qk, v, cos, sin_signed, k_cache, v_cache, loc)
     hkv = v.shape[1]
     q = qk[:, :qk.shape[1] - hkv]  # [bs, Hq, D] (strided: rows of the fused qkv output)
     _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)

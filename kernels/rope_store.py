@@ -13,6 +13,8 @@ then store_kv).
     rotation, x -> round(round(x / sqrt(mean(x^2) + eps)) * weight)   (HF's order of rounding)
 
 Grid (T,): one program rotates one token's query heads and stores its keys and values.
+_rope_prologue does the same work (without norms) inside a decode-attention program, for
+attention_decode.decode_attention_rope: then a decode layer has no rope_store_ launch.
 """
 from __future__ import annotations
 
@@ -81,7 +83,36 @@ def _rope_store_kernel(QK, V, Cos, Sin, KCache, VCache, Loc, QW, KW, eps, stride
     tl.store(pvc + HALF, tl.load(pv + HALF, mask=mask_k).to(VCache.dtype.element_ty), mask=mask_k)
 
 
-def _check(qk, v, cos, sin_signed, k_cache, v_cache, loc) -> None:
+@triton.jit
+def _rope_prologue(Q, K, V, KNew, VNew, Cos, Sin, Loc, b, kvh, heads, mask_h, offs_d, mask_d, seq_len,
+                   start, end, stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+                   stride_knb, stride_knh, stride_vnb, stride_vnh, stride_cb, stride_sb, D: tl.constexpr):
+    """The work of rope_store_ for one sequence and KV head, inside a decode-attention program
+    (attention_decode.decode_attention_rope): -> the
+    group's rotated queries [BLOCK_H, BLOCK_D]; the program that owns the newest key rotates it
+    into the cache at Loc[b] and copies the value beside it, before any key is read.
+    rotate(x)[d] = x[d] * cos[d] + x[(d + D/2) % D] * sin_signed[d]   (f32, rounded once)"""
+    c = tl.load(Cos + b * stride_cb + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # [BLOCK_D] [cos|cos]
+    sn = tl.load(Sin + b * stride_sb + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # [-sin|sin]
+    swap = (offs_d + D // 2) % D
+    mask_q = mask_h[:, None] & mask_d[None, :]
+    pq = Q + b * stride_qb + heads[:, None] * stride_qh
+    q = (tl.load(pq + offs_d[None, :], mask=mask_q, other=0.0).to(tl.float32) * c[None, :]
+         + tl.load(pq + swap[None, :], mask=mask_q, other=0.0).to(tl.float32) * sn[None, :])
+    if (start <= seq_len - 1) & (seq_len - 1 < end):
+        slot = tl.load(Loc + b).to(tl.int64)
+        pk = KNew + b * stride_knb + kvh * stride_knh
+        k = (tl.load(pk + offs_d, mask=mask_d, other=0.0).to(tl.float32) * c
+             + tl.load(pk + swap, mask=mask_d, other=0.0).to(tl.float32) * sn)
+        tl.store(K + slot * stride_kt + kvh * stride_kh + offs_d,
+                 k.to(KNew.dtype.element_ty).to(K.dtype.element_ty), mask=mask_d)
+        v = tl.load(VNew + b * stride_vnb + kvh * stride_vnh + offs_d, mask=mask_d)
+        tl.store(V + slot * stride_vt + kvh * stride_vh + offs_d, v.to(V.dtype.element_ty), mask=mask_d)
+    tl.debug_barrier()  # the stores above are seen by this program's key loads
+    return q.to(Q.dtype.element_ty)
+
+
+def check_rope_store(qk, v, cos, sin_signed, k_cache, v_cache, loc) -> None:
     if qk.dim() != 3 or v.dim() != 3 or qk.shape[2] % 2:
         raise ValueError(f"expected qk [T, Hq + Hkv, D] (even D) and v [T, Hkv, D], got "
                          f"{tuple(qk.shape)}, {tuple(v.shape)}")
@@ -104,7 +135,7 @@ def rope_store_(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed
                 k_cache: torch.Tensor, v_cache: torch.Tensor, loc: torch.Tensor,
                 norm: Optional[tuple[torch.Tensor, torch.Tensor, float]] = None) -> torch.Tensor:
     """See the module docstring; returns q = qk[:, :Hq], rotated."""
-    _check(qk, v, cos, sin_signed, k_cache, v_cache, loc)
+    check_rope_store(qk, v, cos, sin_signed, k_cache, v_cache, loc)
     num_tokens, h, d = qk.shape
     hkv = v.shape[1]
     q_weight, k_weight, eps = norm if norm is not None else (qk, qk, 0.0)  # (unused pointers without norm)

@@ -82,9 +82,12 @@ class CudaGraphRunner:
         for bs in reversed(self.batch_sizes):  # largest first: smaller graphs reuse its memory
             fb = self._static_batch(bs, device)
             stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(stream), pdl_launches(self.pdl):
-                for _ in range(2):  # warm-up: Triton compiles, rotary tables are built
-                    self._run(fb)
+            with torch.cuda.stream(stream):
+                # warm-up: Triton compiles, rotary tables are built; with PDL both launch kinds
+                # compile, since eager calls of these shapes (a prefill's logits) launch plainly
+                for pdl in (False, self.pdl):
+                    with pdl_launches(pdl):
+                        self._run(fb)
             torch.cuda.current_stream(device).wait_stream(stream)
             torch.cuda.synchronize(device)
             graph = torch.cuda.CUDAGraph()
