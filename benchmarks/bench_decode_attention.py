@@ -104,8 +104,9 @@ def merge(bw: float, copies: int = 8) -> None:
 def _slot_layout(kind: str, bs: int, prompt: int, gen: int, run: int = 16) -> torch.Tensor:
     """[bs, prompt + gen] pool slots (1-based) as an engine hands them out: "contiguous" (each
     sequence's tokens together), "interleaved" (prompts contiguous, then one slot per sequence
-    per decode step: a sequence's generated tokens bs slots apart, as the engine without
-    decode_slot_run), "runs" (generated tokens in per-sequence runs of `run`), "random"."""
+    per decode step: a sequence's generated tokens bs slots apart, as the engine does), "runs"
+    (generated tokens in per-sequence runs of `run`: what per-request runs of contiguous slots
+    would give; the engine does not do that), "random"."""
     seq = prompt + gen
     if kind == "contiguous":
         return (torch.arange(bs * seq) + 1).view(bs, seq)

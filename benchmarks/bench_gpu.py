@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--no-fuse-rope", action="store_true",
                     help="decode: rope_store_ then attention (two launches), not decode_attention_rope")
     ap.add_argument("--flag", action="append", default=[], metavar="NAME=INT",
-                    help="an integer engine flag for every engine built here, e.g. decode_slot_run=16")
+                    help="an integer engine flag for every engine built here, e.g. disable_pdl=1")
     args = ap.parse_args()
     for item in args.flag:
         name, _, value = item.partition("=")

@@ -22,7 +22,7 @@
 #   bash benchmarks/gpu_session.sh rope      # fused-prologue tests; rope+store inside decode attention vs two launches; 8B engine (~4 min)
 #   bash benchmarks/gpu_session.sh gemmsteps # one decode step's GEMMs: launch variants with PDL (~1 min)
 #   bash benchmarks/gpu_session.sh engine8b  # bench_gpu, the 8B shape only, no HF             (~2 min)
-#   bash benchmarks/gpu_session.sh slots     # decode attention by KV slot layout; 8B engine with decode_slot_run 0 / 16 (~4 min)
+#   bash benchmarks/gpu_session.sh slots     # decode attention by KV slot layout (~1 min)
 #   bash benchmarks/gpu_session.sh pdl       # PDL tests; decode-step GEMMs with PDL + L2 prefetch; 8B engine PDL off / on (~4 min)
 #   bash benchmarks/gpu_session.sh extend    # extend attention launch shapes (BLOCK_N, warps, stages) (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
@@ -103,8 +103,7 @@ for arg in "$@"; do
                    --no-kernels --no-write \$f | grep -E '^[|] llama'; done" ;;
         gemmsteps) part gemmsteps ${lim:-200} python3 -m benchmarks.bench_decode_gemm --steps-only --m 64 ;;
         extend) part extend ${lim:-200} python3 -m benchmarks.bench_extend_attention ;;
-        slots) part slots ${lim:-420} bash -c "python3 -m benchmarks.bench_decode_attention --layouts; for r in 0 16; do
-                   echo decode_slot_run=\$r; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline --no-kernels --no-write --flag decode_slot_run=\$r | grep -E '^[|] llama'; done" ;;
+        slots) part slots ${lim:-120} python3 -m benchmarks.bench_decode_attention --layouts ;;
         pdl) part pdl ${lim:-480} bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_skinny_gemm.py \
                    tests/runtime/test_decode_gemm_gpu.py -k pdl; python3 -m benchmarks.bench_decode_gemm --steps-only --m 64 48;
                    for d in 1 0; do echo disable_pdl=\$d; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf \

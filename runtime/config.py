@@ -33,9 +33,6 @@ class EngineConfig:
     chunked_prefill_size: int = 2048  # token budget per prefill step; <=0 disables chunking
     max_prefill_tokens: int = 8192
     schedule_policy: str = "lpm"
-    # decode KV slots taken in runs of this many contiguous slots per request (mem/decode_slots.py),
-    # so a request's generated tokens sit together in the pool; 0 or 1: one slot per step
-    decode_slot_run: int = 0
     disable_radix_cache: bool = False
     grammar_backend: str = "auto"
     disable_jump_forward: bool = False
@@ -93,7 +90,6 @@ class EngineConfig:
               f"max_total_tokens must be >= 16, got {self.max_total_tokens}")
         check(self.max_running_requests >= 1,
               f"max_running_requests must be >= 1, got {self.max_running_requests}")
-        check(self.decode_slot_run >= 0, f"decode_slot_run must be >= 0, got {self.decode_slot_run}")
         check(self.decode_gemm in ("auto", "triton", "cublas"),
               f"decode_gemm must be one of auto, triton, cublas, got {self.decode_gemm!r}")
         check(self.cuda_graph_max_prefill_tokens >= 0,

@@ -57,8 +57,6 @@ class Req:
     # between steps), and the row of the latest launched step's token tensor that holds it
     num_pending: int = 0
     pending_row: int = -1
-    # decode KV slots allocated ahead for this request (mem/decode_slots.py; next one last)
-    slot_run: list = field(default_factory=list)
     # its row of the device-side slot table (ReqToTokenTable) and how much of it is up to date
     table_row: int = -1
     table_len: int = 0

@@ -15,7 +15,6 @@ from typing import Optional
 import torch
 
 from .config import EngineConfig
-from .mem.decode_slots import DecodeSlotRuns
 from .mem.kv_pool import KVPool
 from .mem.radix_cache import RadixCache
 from .request import Req, ReqStatus
@@ -31,8 +30,6 @@ class Scheduler:
         self.table = table  # the runner's ReqToTokenTable: rows are given back on release
         self.cache = RadixCache(disable=config.disable_radix_cache)
         self.max_context_len = max_context_len
-        run = config.decode_slot_run
-        self.slot_runs = DecodeSlotRuns(pool, run, max_context_len) if run > 1 else None
         self.waiting: collections.deque[Req] = collections.deque()
         self.running: list[Req] = []
         self.num_retractions = 0
@@ -66,9 +63,7 @@ class Scheduler:
         budget = self.config.chunk_size
 
         def take(req: Req, n: int) -> bool:
-            got = self.slot_runs.take_one(req) if n == 1 and self.slot_runs else None
-            if got is None:
-                got = self._alloc(n)
+            got = self._alloc(n)
             if got is None:
                 return False
             req.extend_len = n
@@ -94,9 +89,7 @@ class Scheduler:
                 # (with overlap, a req whose token in flight ends it by length decodes no further)
                 decodes.append(req)
         # one allocation for all decodes when they fit (the common case): no retraction is needed
-        block = None
-        if decodes:
-            block = self.slot_runs.take(decodes) if self.slot_runs else self.pool.alloc(len(decodes))
+        block = self.pool.alloc(len(decodes)) if decodes else None
         if block is not None:
             for req in decodes:
                 req.extend_len = 1
@@ -237,8 +230,6 @@ class Scheduler:
 
     def _release(self, req: Req, cache: bool = True) -> None:
         """Give req's slots back: computed KV goes to the tree (or the pool), the lock is dropped."""
-        if self.slot_runs is not None:
-            self.slot_runs.give_back(req)
         if req.last_node is None:
             return
         kv_indices = req.kv_indices[:req.kv_len]
@@ -293,9 +284,8 @@ class Scheduler:
         return True
 
     def num_in_use(self) -> int:
-        """Slots owned by running requests and not (yet) by the tree (with their decode runs)."""
-        held = self.slot_runs.held(self.running) if self.slot_runs else 0
-        return sum(r.kv_len - r.locked_len for r in self.running) + held
+        """Slots owned by running requests and not (yet) by the tree."""
+        return sum(r.kv_len - r.locked_len for r in self.running)
 
     def check_integrity(self) -> None:
         self.cache.check_integrity(self.pool.num_free, self.num_in_use(), self.pool.num_slots)

@@ -32,7 +32,6 @@ ENGINE_FLAG_HELP = {
     "max_prefill_tokens": "most prompt tokens prefilled in one step",
     "schedule_policy": f"admission order, one of {SCHEDULE_POLICIES} (lpm: longest cached prefix first)",
     "disable_radix_cache": "do not reuse KV of shared prompt prefixes",
-    "decode_slot_run": "decode KV slots per request taken this many at a time, contiguous (0: one per step)",
     "grammar_backend": f"constrained-decoding library, one of {GRAMMAR_BACKENDS}",
     "disable_jump_forward": "do not jump over forced grammar tokens",
     "attention_backend": f"attention implementation, one of {ATTENTION_BACKENDS}",

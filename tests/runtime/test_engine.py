@@ -89,14 +89,13 @@ def test_chunked_prefill_matches_unchunked(engine_fp32, chat):
         eng.shutdown()
 
 
-@pytest.mark.parametrize("run", [0, 8])  # decode slots one per step / in runs of 8 (mem/decode_slots.py)
-def test_pool_exhaustion_retracts_and_finishes(engine_fp32, chat, run):
+def test_pool_exhaustion_retracts_and_finishes(engine_fp32, chat):
     tok = engine_fp32.tokenizer
     prompts = [chat(tok, f"Write a long story about the number {i}.") for i in range(6)]
     params = {"temperature": 0, "max_new_tokens": 40, "ignore_eos": True}
     ref = [engine_fp32.generate(p, params)["text"] for p in prompts]
     # ~6 * (40 prompt + 40 new) tokens do not fit in 256 slots at once
-    eng = Engine(dtype="float32", max_total_tokens=256, max_running_requests=6, decode_slot_run=run)
+    eng = Engine(dtype="float32", max_total_tokens=256, max_running_requests=6)
     try:
         outs = eng.generate(prompts, params)
         assert [o["text"] for o in outs] == ref
@@ -267,3 +266,9 @@ def test_warm_up_leaves_a_fresh_engine(engine_fp32):
     assert stats["cached_tokens"] == 0 and stats["prompt_tokens_total"] == 0
     engine_fp32.check_integrity()
     assert engine_fp32.generate("The capital of France is", sampling_params=params)["text"] == before
+
+
+def test_bad_decode_gemm_is_refused():
+    from sgl_lang.runtime.config import ConfigError, EngineConfig
+    with pytest.raises(ConfigError, match="decode_gemm"):
+        EngineConfig(decode_gemm="cutlass")
