@@ -9,15 +9,14 @@ is replayed; µs per GEMM and the weight-read rate (weight bytes / time) for:
     NN      x @ Wt, Wt = W.T made contiguous ([K, N])
     triton  kernels/skinny_gemm.py (when present), best of its configs
 Then one decode step's GEMMs (32 layers + LM head) in one graph: all cuBLAS, the sweep's best
-mix, and the engine's launches (decode_config) captured with programmatic dependent launch and
-0-8 lines of each weight row prefetched into L2 before the wait (kernels/pdl.py). --steps-only
+mix, and the engine's launches (decode_config) with and without programmatic dependent launch
+(kernels/pdl.py), and other launches for qkv, o_proj and down under PDL. --steps-only
 skips the sweep and times the step with decode_config's launches only.
 Prints a table; nothing is written to docs/ (the figures go there by hand with their command).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 
@@ -159,8 +158,6 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
         return
     from sgl_lang.kernels.skinny_gemm import GemmConfig
     variants = [("plain", False, {}), ("PDL", True, {})]
-    variants += [(f"PDL, prefetch {pf}", True, {k: v and dataclasses.replace(v, prefetch=pf)
-                                                for k, v in engine_picks.items()}) for pf in (2, 4, 8)]
     variants += [(f"PDL, o_proj {c}", True, {"o": c}) for c in (
         GemmConfig(64, 128, 2, 5), GemmConfig(64, 128, 4, 4), GemmConfig(32, 256, 1, 5), GemmConfig(128, 128, 4, 3),
         GemmConfig(64, 64, 2, 8))]

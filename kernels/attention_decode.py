@@ -36,10 +36,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_qkv_strides
 from .pdl import launch_options, pdl_on, wait_for_inputs
 from .rope_store import _rope_prologue, check_rope_store
-
-from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_qkv_strides
 
 
 @triton.jit

@@ -24,10 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .pdl import launch_options, pdl_on, wait_for_inputs
-
 from .attention_prologue import rms_norm_ref, rope_ref
 from .attention_store import store_kv_ref
+from .pdl import launch_options, pdl_on, wait_for_inputs
 
 
 @triton.jit

@@ -32,14 +32,12 @@ class GemmConfig:
     split: int  # programs sharing one column block's reduction
     stages: int  # tiles in flight
     warps: int = 4
-    prefetch: int = 0  # with PDL: 128-byte lines of each W row sent to L2 before the wait (power of 2)
 
     def fits(self, m: int, n: int, k: int) -> bool:
         return m <= 64 and n % self.bn == 0 and k % (self.bk * self.split) == 0
 
     def __str__(self) -> str:
-        pf = f" pf {self.prefetch}" if self.prefetch else ""
-        return f"{self.bn}x{self.bk} split {self.split} st {self.stages} w {self.warps}{pf}"
+        return f"{self.bn}x{self.bk} split {self.split} st {self.stages} w {self.warps}"
 
 
 CONFIGS = [GemmConfig(bn, bk, split, st) for bn in (64, 128) for bk in (128, 256)
@@ -52,30 +50,15 @@ FUSED_CONFIGS = [GemmConfig(bn, bk, 1, st, w) for bn, bk, st, w in (
 
 
 @triton.jit
-def _prefetch_l2(ptrs):
-    """Ask L2 for the 128-byte line of each pointer (kept with evict-last priority); no result."""
-    tl.inline_asm_elementwise("prefetch.global.L2::evict_last [$1]; mov.u32 $0, 0;", "=r,l", [ptrs],
-                              dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
 def _skinny_gemm_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, stride_w, stride_y, N,
                         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT: tl.constexpr,
-                        STAGES: tl.constexpr, SILU_MUL: tl.constexpr, PDL: tl.constexpr,
-                        PREFETCH: tl.constexpr, LINE: tl.constexpr):
+                        STAGES: tl.constexpr, SILU_MUL: tl.constexpr, PDL: tl.constexpr):
+    wait_for_inputs(PDL)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     rm = tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     k_len = K // SPLIT
-    if PDL:  # the weights do not depend on the previous kernel: start their first lines now
-        if PREFETCH > 0:
-            lines = w_ptr + (rn[:, None].to(tl.int64) * stride_w + pid_k * k_len
-                             + tl.arange(0, PREFETCH)[None, :] * LINE)
-            _prefetch_l2(lines)
-            if SILU_MUL:
-                _prefetch_l2(lines + N.to(tl.int64) * stride_w)
-    wait_for_inputs(PDL)
     rk = pid_k * k_len + tl.arange(0, BK)
     xp = x_ptr + rm[:, None] * stride_x + rk[None, :]  # [BM, BK] tile of x
     wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]  # [BN, BK] tile of W
@@ -157,5 +140,5 @@ def skinny_linear(x: torch.Tensor, w: torch.Tensor, cfg: GemmConfig, silu_mul: b
     _skinny_gemm_kernel[(n // cfg.bn, cfg.split)](
         x, w, y, ws, tickets if tickets is not None else y, m, k, x.stride(0), w.stride(0), y.stride(0), n,
         BM=bm, BN=cfg.bn, BK=cfg.bk, SPLIT=cfg.split, STAGES=cfg.stages, SILU_MUL=silu_mul,
-        PDL=pdl_on(), PREFETCH=cfg.prefetch, LINE=128 // w.element_size(), num_warps=cfg.warps, **launch_options())
+        PDL=pdl_on(), num_warps=cfg.warps, **launch_options())
     return y

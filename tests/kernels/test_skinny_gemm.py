@@ -102,7 +102,7 @@ def test_runtime_wrappers_pick_launches_and_keep_tickets():
 @pytest.mark.skipif(not CUDA or torch.cuda.get_device_capability()[0] < 9, reason="PDL needs sm90+")
 def test_pdl_chain_in_a_graph_matches_plain_launches():
     """A chain where each kernel reads the one before (norm -> GEMM -> norm -> split-K GEMM -> ...),
-    captured in a CUDA graph with programmatic dependent launch and L2 prefetch: bitwise the same
+    captured in a CUDA graph with programmatic dependent launch: bitwise the same
     as without (a kernel that ran ahead of its input would read stale memory)."""
     from sgl_lang.kernels.attention_prologue import rms_norm
     from sgl_lang.kernels.pdl import pdl_launches
@@ -118,9 +118,9 @@ def test_pdl_chain_in_a_graph_matches_plain_launches():
         t, res = x, torch.zeros_like(x)
         for i in range(0, len(ws), 3):
             t, res = rms_norm(t, norm_w, 1e-5, res)
-            t = skinny_linear(t, ws[i], GemmConfig(64, 128, 1, 5, prefetch=4))
-            a = skinny_linear(t, ws[i + 1], GemmConfig(64, 64, 1, 4, prefetch=4), silu_mul=True)
-            t = skinny_linear(a, ws[i + 2], GemmConfig(64, 128, 2, 5, prefetch=4), tickets=tickets)
+            t = skinny_linear(t, ws[i], GemmConfig(64, 128, 1, 5))
+            a = skinny_linear(t, ws[i + 1], GemmConfig(64, 64, 1, 4), silu_mul=True)
+            t = skinny_linear(a, ws[i + 2], GemmConfig(64, 128, 2, 5), tickets=tickets)
         return t
 
     outs = {}
