@@ -107,3 +107,26 @@ def test_pdl_decode_graphs_match_plain_launches(model_dir):
         finally:
             eng.shutdown()
     assert results[True] == results[False]
+
+
+def test_decode_sized_prefill_logits_compile_nothing_after_start(model_dir):
+    """A prefill whose logits have 17..64 rows runs the LM head through the Triton kernel eagerly,
+    with plain launches, while the decode graphs were captured with PDL launches: start-up must have
+    compiled both kinds (cuda_graph_runner.py's warm-up), so serving such a batch compiles no GEMM."""
+    knobs = pytest.importorskip("triton.knobs")
+    if not hasattr(knobs.runtime, "jit_cache_hook"):
+        pytest.skip("this Triton has no jit_cache_hook")
+    eng = _engine(model_dir, "triton")
+    compiled = []
+    saved = knobs.runtime.jit_cache_hook
+    knobs.runtime.jit_cache_hook = lambda *a, **kw: compiled.append(str(kw.get("repr", "?"))) or False
+    try:
+        g = random.Random(2)
+        for n in (20, 24, 40):  # prefill logits rows 20, 24, then 32 and 8 (32 requests run at once)
+            prompts = [[g.randrange(10, 40000) for _ in range(g.randrange(20, 40))] for _ in range(n)]
+            outs = eng.generate(input_ids=prompts, sampling_params={"temperature": 0, "max_new_tokens": 2})
+            assert all(len(o["output_ids"]) == 2 for o in outs)
+    finally:
+        knobs.runtime.jit_cache_hook = saved
+        eng.shutdown()
+    assert not [c for c in compiled if "skinny_gemm" in c], compiled
