@@ -1,9 +1,9 @@
 """Programmatic dependent launch (PDL, Hopper and later) for the kernels of a decode step.
 
 A decode step is a chain of short kernels, each waiting for the one before. Launched with PDL,
-a kernel's programs may start while its predecessor is still finishing: they do the work that
-does not depend on it (address math, prefetching weights into L2), then `gdc_wait` blocks until
-the predecessor has completed and its writes are visible. Because every PDL-launched kernel
+a kernel's programs may be resident and start while its predecessor is still finishing; the
+kernels here call `gdc_wait` first, which blocks until the predecessor has completed and its
+writes are visible (so what is saved is the launch and scheduling gap between kernels). Because every PDL-launched kernel
 waits before it can complete, the chain stays ordered transitively.
 
     with pdl_launches():         # the thread's kernel launches in this block use PDL
