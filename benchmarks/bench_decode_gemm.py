@@ -159,10 +159,10 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
     from sgl_lang.kernels.skinny_gemm import GemmConfig
     variants = [("plain", False, {}), ("PDL", True, {})]
     variants += [(f"PDL, o_proj {c}", True, {"o": c}) for c in (
-        GemmConfig(64, 128, 2, 5), GemmConfig(64, 128, 4, 4), GemmConfig(32, 256, 1, 5), GemmConfig(128, 128, 4, 3),
-        GemmConfig(64, 64, 2, 8))]
+        GemmConfig(64, 128, 2, 5), GemmConfig(64, 128, 4, 4), GemmConfig(32, 128, 1, 5), GemmConfig(32, 128, 1, 8),
+        GemmConfig(32, 64, 1, 8), GemmConfig(128, 128, 4, 3))]
     variants += [(f"PDL, qkv {c}", True, {"qkv": c}) for c in (
-        GemmConfig(64, 128, 2, 5), GemmConfig(32, 256, 1, 5), GemmConfig(64, 128, 4, 3), GemmConfig(32, 128, 2, 5))]
+        GemmConfig(64, 128, 2, 5), GemmConfig(32, 128, 1, 6), GemmConfig(64, 128, 4, 3), GemmConfig(32, 128, 2, 5))]
     variants += [(f"PDL, down {c}", True, {"down": c}) for c in (GemmConfig(64, 128, 4, 3), GemmConfig(32, 256, 2, 4))]
     rows = []
     for label, pdl, overrides in variants:

@@ -42,6 +42,7 @@ class GemmConfig:
 
 CONFIGS = [GemmConfig(bn, bk, split, st) for bn in (64, 128) for bk in (128, 256)
            for split in (1, 2, 4) for st in (3, 5)] + [GemmConfig(32, 256, s, 5) for s in (1, 2)] + [
+    GemmConfig(32, 128, 1, st) for st in (5, 6, 8)] + [GemmConfig(32, 64, 1, 8)] + [
     GemmConfig(128, 128, 1, 3, 8), GemmConfig(128, 64, 1, 6, 4), GemmConfig(64, 64, 2, 8, 4)]
 # SiLU-mul epilogue: two weight tiles per stage (gate and up rows)
 FUSED_CONFIGS = [GemmConfig(bn, bk, 1, st, w) for bn, bk, st, w in (
