@@ -35,11 +35,11 @@ def model_dir(tmp_path_factory):
     return str(folder)
 
 
-def _engine(model_dir, decode_gemm):
+def _engine(model_dir, decode_gemm, **flags):
     from sgl_lang.runtime.engine import Engine
     return Engine(model_path=model_dir, load_format="dummy", device="cuda", dtype="bfloat16",
                   max_total_tokens=16384, max_running_requests=32, cuda_graph_max_bs=32,
-                  skip_warmup=True, decode_gemm=decode_gemm)
+                  skip_warmup=True, decode_gemm=decode_gemm, **flags)
 
 
 def _decode(engine, prompts):
@@ -97,10 +97,7 @@ def test_pdl_decode_graphs_match_plain_launches(model_dir):
     prompts = [[g.randrange(10, 40000) for _ in range(g.randrange(20, 90))] for _ in range(24)]
     results = {}
     for disable in (True, False):
-        from sgl_lang.runtime.engine import Engine
-        eng = Engine(model_path=model_dir, load_format="dummy", device="cuda", dtype="bfloat16",
-                     max_total_tokens=16384, max_running_requests=32, cuda_graph_max_bs=32,
-                     skip_warmup=True, decode_gemm="triton", disable_pdl=disable)
+        eng = _engine(model_dir, "triton", disable_pdl=disable)
         try:
             assert eng.runner.graph_runner.pdl == (not disable)
             results[disable] = _decode(eng, prompts)
