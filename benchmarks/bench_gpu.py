@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--prefill-graph-tokens", type=int, default=None,
                     help="cuda_graph_max_prefill_tokens (0: eager prefills; default: the engine's)")
     ap.add_argument("--only-offline", action="store_true")
+    ap.add_argument("--batches", default="1,64", help="which of the batch sizes 1 and 64 to run")
     ap.add_argument("--decode-gemm", default=None, help="the engine's decode_gemm (auto, triton, cublas)")
     ap.add_argument("--no-fuse-rope", action="store_true",
                     help="decode: rope_store_ then attention (two launches), not decode_attention_rope")
@@ -218,6 +219,8 @@ def main() -> None:
     for name in ([] if args.only_offline else args.shapes.split(",")):
         cfg = SHAPES[name]
         for bs, in_len, out_len in ((1, 512, 128), (64, 512, 256)):
+            if str(bs) not in args.batches.split(","):
+                continue
             hf = run_hf(cfg, bs, in_len, out_len) if not args.no_hf else float("nan")
             ours, stats = run_ours(cfg, bs, in_len, out_len, max_running_requests=max(bs, 64),
                                    cuda_graph_max_bs=64, chunked_prefill_size=args.chunk,

@@ -25,6 +25,7 @@
 #   bash benchmarks/gpu_session.sh slots     # decode attention by KV slot layout (~1 min)
 #   bash benchmarks/gpu_session.sh pdl       # PDL tests; decode-step GEMMs with PDL + L2 prefetch; 8B engine PDL off / on (~4 min)
 #   bash benchmarks/gpu_session.sh extend    # extend attention launch shapes (BLOCK_N, warps, stages) (~1 min)
+#   bash benchmarks/gpu_session.sh ncu       # Nsight Compute: bs-512 sampling kernels, the qkv decode GEMM -> $OUT/ncu_*.txt (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
 #
 #   bash benchmarks/gpu_session.sh tests:200 tp70:300   # a part's timeout can be given after a colon
@@ -102,6 +103,10 @@ for arg in "$@"; do
                    for f in --no-fuse-rope ''; do echo \$f; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline \
                    --no-kernels --no-write \$f | grep -E '^[|] llama'; done" ;;
         gemmsteps) part gemmsteps ${lim:-200} python3 -m benchmarks.bench_decode_gemm --steps-only --m 64 ;;
+        ncu) part ncu ${lim:-300} bash -c 'for t in sample-greedy sample-temp gemm-qkv; do n=masked_sample; case $t in gemm*) n=skinny_gemm;; esac
+                   ncu --kernel-name regex:$n --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+                   --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+                   python3 -m benchmarks.ncu_targets $t > $OUT/ncu_$t.txt 2>&1; echo "$t rc=$?"; done' ;;
         extend) part extend ${lim:-200} python3 -m benchmarks.bench_extend_attention ;;
         slots) part slots ${lim:-120} python3 -m benchmarks.bench_decode_attention --layouts ;;
         pdl) part pdl ${lim:-480} bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_skinny_gemm.py \
@@ -109,7 +114,7 @@ for arg in "$@"; do
                    for d in 1 0; do echo disable_pdl=\$d; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf \
                    --no-offline --no-kernels --no-write --flag disable_pdl=\$d | grep -E '^[|] llama'; done" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu)" ;;
     esac
 done
 ls "$OUT"

@@ -33,10 +33,11 @@ def _short(name: str) -> str:
     return name[:70]
 
 
-def profile(shape: str, bs: int, ctx: int, replays: int) -> tuple[list[list], float, dict]:
+def profile(shape: str, bs: int, ctx: int, replays: int, **flags) -> tuple[list[list], float, dict]:
     cfg = SHAPES[shape]
     eng = random_engine(cfg, device="cuda", dtype="bfloat16", max_running_requests=max(bs, 64),
-                        cuda_graph_max_bs=max(bs, 64), chunked_prefill_size=8192, max_prefill_tokens=16384)
+                        cuda_graph_max_bs=max(bs, 64), chunked_prefill_size=8192, max_prefill_tokens=16384,
+                        **flags)
     g = random.Random(0)
     prompts = [[g.randrange(10, cfg["vocab_size"]) for _ in range(ctx - 16)] for _ in range(bs)]
     eng.generate(input_ids=prompts, sampling_params={"temperature": 0, "max_new_tokens": 16, "ignore_eos": True})
@@ -137,14 +138,17 @@ def main() -> None:
     ap.add_argument("--replays", type=int, default=20)
     ap.add_argument("--loop", action="store_true", help="profile the engine loop (see the docstring)")
     ap.add_argument("--out-len", type=int, default=64, help="new tokens per request in --loop")
+    ap.add_argument("--flag", action="append", default=[], metavar="NAME=INT",
+                    help="an integer engine flag (replay profile only), e.g. disable_pdl=1")
     args = ap.parse_args()
+    flags = {k: int(v) for k, _, v in (f.partition("=") for f in args.flag)}
     if args.loop:
         text = profile_loop(args.shape, args.bs, args.ctx, args.out_len)
         print(text)
         with open(os.path.join(os.environ.get("OUT", "."), f"profile_loop_{args.shape}_bs{args.bs}.txt"), "w") as f:
             f.write(text)
         return
-    rows, step_us, raw = profile(args.shape, args.bs, args.ctx, args.replays)
+    rows, step_us, raw = profile(args.shape, args.bs, args.ctx, args.replays, **flags)
     print(f"{args.shape} decode step, batch {args.bs}, context {args.ctx}, {torch.cuda.get_device_name(0)}: "
           f"{step_us:.0f} µs per graph replay = {args.bs * 1e6 / step_us:,.0f} tok/s at the GPU's pace")
     print(table(["kernel", "launches per step", "µs per step", "share of step"], rows))

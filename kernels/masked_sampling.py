@@ -2,7 +2,8 @@
 
 Exact semantics, per row b (x = logits[b] as float32, V = vocab size; the runtime sampler's):
     if bitmask given and has_mask[b]:  x[j] = -inf wherever bit j of bitmask[b] is 0
-    allowed = x > -inf;  lse = logsumexp(x)
+    allowed = x > -inf;  lse = logsumexp(x)   (the Triton kernel: x > -1e30, which no real logit
+                                              is at or below; a row with nothing above is dead)
     if not any(allowed): token = dead_token, logprob = -inf
     elif temperature[b] <= 0 or is_greedy[b]:  token = argmax(x)           (first index on ties)
     else:
@@ -47,9 +48,10 @@ MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
 # launch shape per specialisation and row split: (tokens per tile (sampling_records.py), warps
 # per program). Measured (bench_sampling_kernel --sweep, H200, 2026-11-28, vocab 128k): whole rows
-# (bs 512) greedy 114 µs / temperature 145 µs at 1024 x 8 against 127 / 171 at 2048 x 4 (the lean
-# kernels need 54 / 65 registers there); the filters kernel 492 µs at 2048 x 4 against 533-689 at
-# the others. Split rows (bs 1): 1024 x 4 best or within noise in every mode.
+# (bs 512) greedy 106 µs / temperature 118 µs at 1024 x 8 against 120 / 141 at 2048 x 4 and
+# 104 / 120 at 1024 x 4; the filters kernel 454 µs at 2048 x 4 against 514-661 at the others
+# (ninth session, after pass 1 lost its per-token selects). Split rows (bs 1): 1024 x 4 best or
+# within noise in every mode.
 LAUNCH = {("greedy", "whole"): (1024, 8), ("sample", "whole"): (1024, 8), ("filters", "whole"): (2048, 4),
           ("greedy", "split"): (1024, 4), ("sample", "split"): (1024, 4), ("filters", "split"): (1024, 4)}
 

@@ -32,7 +32,8 @@ import triton.language as tl
 from .sampling_chain import LANES, MAX_ROUNDS
 from .sampling_noise import uniform_tl
 from .sampling_records import _draw, _load_records, _support_pass, _tile, _totals
-from .sampling_row import _apply_mask, _column, _exchange, _int_column, _load_raw, _ordered_key, _publish
+from .sampling_row import (_apply_mask, _column, _exchange, _int_column, _lane_bits, _load_raw, _ordered_key,
+                           _publish)
 from .sampling_search import _thresholds
 
 _ROUNDS = tl.constexpr(MAX_ROUNDS)
@@ -51,6 +52,7 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     L: tl.constexpr = _LANES
     LW: tl.constexpr = L // SPLITS  # lanes per program
     NEG = float("-inf")
+    FLOOR = -1.0e30  # pass 1's start (logits at or below it count as disallowed)
     BIG = 2147483647
     NO_KEY = tl.full((), -2147483648, tl.int64)  # a key bound that keeps everything
     NO_KEY32 = tl.full((), -2147483648, tl.int32)
@@ -81,7 +83,9 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     # pass 1: per tile position, max / first argmax / normaliser of x (one exp per token: the
     # smaller of (old max, x) is scaled against the larger) and, for sampling rows, of s;
     # reduced to lane records (the workspace) and the program's totals at the end
-    lm = tl.full((KR, LW), NEG, tl.float32)
+    # lm starts at a finite floor, not -inf: a masked token (-inf) then gives d = -inf and
+    # exp(d) = 0, never -inf - -inf, so no select per token; floors left are -inf again below
+    lm = tl.full((KR, LW), FLOOR, tl.float32)
     lz = tl.zeros((KR, LW), tl.float32)
     lzs = tl.zeros((KR, LW), tl.float32)
     li = tl.full((KR, LW), -1, tl.int32)
@@ -89,26 +93,28 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     # pipeline: the loaded values are carried unused until their turn)
     x1, w1 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(0, q0, L, KR, LW), V, HAS_BITMASK)
     x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(KR, q0, L, KR, LW), V, HAS_BITMASK)
+    bits = _lane_bits(_tile(0, q0, L, KR, LW))  # the same in every tile
     for k0 in range(0, tl.cdiv(V, L), KR):
         offs = _tile(k0, q0, L, KR, LW)
-        x = _apply_mask(x1, w1, offs)
+        x = _apply_mask(x1, w1, bits)
         x1, w1 = x2, w2
         x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, offs + 2 * KR * L, V, HAS_BITMASK)
-        top = tl.maximum(lm, x)
-        d = tl.minimum(lm, x) - top  # <= 0 (NaN when both are -inf: masked below)
+        top = tl.maximum(lm, x)  # >= FLOOR
+        d = tl.minimum(lm, x) - top  # <= 0; -inf for a masked token
         up = x > lm
-        e = tl.where(top == NEG, 0.0, tl.exp(d))
+        e = tl.exp(d)
         lz = tl.where(up, lz * e + 1.0, lz + e)
         if SAMPLE:  # (not compiled when the caller promises greedy rows only)
             if is_sampled:
-                es = tl.where(top == NEG, 0.0, tl.exp(d * inv_t))
+                es = tl.exp(d * inv_t)
                 lzs = tl.where(up, lzs * es + 1.0, lzs + es)
         li = tl.where(up, offs, li)
         lm = top
     lane_m = tl.max(lm, axis=0)  # [LW] per lane: max, first argmax, normalisers of x and s
+    lane_a = tl.min(tl.where(lm == lane_m[None, :], li, BIG), axis=0)  # (-1: nothing allowed)
+    lane_m = tl.where(lane_m > FLOOR, lane_m, NEG)
     lane_ref = tl.where(lane_m == NEG, 0.0, lane_m)
     lane_z = tl.sum(lz * tl.exp(lm - lane_ref[None, :]), axis=0)
-    lane_a = tl.min(tl.where(lm == lane_m[None, :], li, BIG), axis=0)
     if SAMPLE:
         if is_sampled:
             lanes = q0 + tl.arange(0, LW)

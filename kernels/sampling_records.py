@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .sampling_row import _apply_mask, _load_raw, _ordered_key, _row_block
+from .sampling_row import _apply_mask, _lane_bits, _load_raw, _ordered_key, _row_block
 
 
 @triton.jit
@@ -49,9 +49,10 @@ def _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, thr, flo
     le = tl.zeros((KR, LW), tl.float32)
     x1, w1 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(0, q0, L, KR, LW), V, HAS_BITMASK)
     x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(KR, q0, L, KR, LW), V, HAS_BITMASK)
+    bits = _lane_bits(_tile(0, q0, L, KR, LW))  # the same in every tile
     for k0 in range(0, tl.cdiv(V, L), KR):
         offs = _tile(k0, q0, L, KR, LW)
-        s = _apply_mask(x1, w1, offs) * inv_t
+        s = _apply_mask(x1, w1, bits) * inv_t
         x1, w1 = x2, w2
         x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, offs + 2 * KR * L, V, HAS_BITMASK)
         keep = _in_support(s, v, thr, floor)

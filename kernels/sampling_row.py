@@ -19,16 +19,23 @@ def _load_raw(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK: tl.constex
     in_vocab = offs < V
     x = tl.load(logits_ptr + offs, mask=in_vocab, other=float("-inf")).to(tl.float32)
     words = tl.full(offs.shape, -1, tl.int32)
-    if HAS_BITMASK:
+    if HAS_BITMASK:  # (offs >= 0: a shift, not a signed division)
         is_row_masked = (offs * 0 + row_masked) != 0  # [BLOCK] broadcast of the row's flag
-        words = tl.load(mask_ptr + offs // 32, mask=in_vocab & is_row_masked, other=-1)
+        words = tl.load(mask_ptr + (offs >> 5), mask=in_vocab & is_row_masked, other=-1)
     return x, words
 
 
 @triton.jit
-def _apply_mask(x, words, offs):
-    """x where bit offs % 32 of its word is set, else -inf."""
-    return tl.where(((words >> (offs % 32)) & 1) != 0, x, float("-inf"))
+def _lane_bits(offs):
+    """[BLOCK] int32: each token's bit in its bitmask word. A streaming pass's tiles step by whole
+    grid rows (multiples of 32 tokens), so it computes them once, before its loop."""
+    return 1 << (offs & 31)
+
+
+@triton.jit
+def _apply_mask(x, words, bits):
+    """x where the token's bit (bits: _lane_bits) is set in its word, else -inf."""
+    return tl.where((words & bits) != 0, x, float("-inf"))
 
 
 @triton.jit
@@ -36,7 +43,7 @@ def _masked_block(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK: tl.con
     """[BLOCK] float32 logits, -inf where the bitmask bans the token or offs >= V."""
     x, words = _load_raw(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK)
     if HAS_BITMASK:
-        x = _apply_mask(x, words, offs)
+        x = _apply_mask(x, words, _lane_bits(offs))
     return x
 
 
