@@ -1,0 +1,155 @@
+"""Stream-K for decode-sized GEMMs: y [M, N] = x [M, K] @ W [N, K]^T with M <= 64, every SM busy.
+
+    streamk_linear(x, w, cfg, silu_mul=False, out_dtype=None, tickets=None) -> y
+        as skinny_gemm.skinny_linear (same rounding, same silu_mul layout of w), cfg: StreamKConfig
+    streamk_config(m, n, k, silu_mul, programs) -> StreamKConfig or None (LM heads: None, they
+        have enough column blocks for skinny_gemm's own grid)
+
+Why: a decode GEMM streams its weights, and one SM reads at most ~31.5 GB/s on the H200 (the LM
+head, 1,002 programs over 132 SMs, reads at 4.12-4.15 TB/s; qkv's 96 column blocks of 64 leave 36
+SMs idle and read at 2.9-3.1 TB/s). Splitting K evenly (skinny_gemm's split) gives 192 programs,
+1.45 waves, and no gain. Here the work is the list of (column block, K block) units, column block
+major, cut into `programs` equal contiguous ranges, one program each (programs <= the SM count,
+so one wave): a program walks its range, accumulating one column block at a time. A block it
+covers whole is written directly; a block shared by several programs gets float32 partials (at
+most two per program: the block its range starts in and the one it ends in), and the last of its
+programs to take a ticket adds them in program order and writes y (deterministic; the ticket is
+reset for the next call, as in skinny_gemm).
+
+The engine uses it with decode_gemm="streamk" (runtime/layers/decode_gemm.py; not the default
+until measured on the GPU); benchmarks/bench_decode_gemm.py times it against the skinny kernel
+and cuBLAS.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .pdl import launch_options, pdl_on, wait_for_inputs
+
+
+@dataclass(frozen=True)
+class StreamKConfig:
+    bn: int  # output columns per unit
+    bk: int  # reduction depth per unit
+    programs: int  # one per SM, at most
+    stages: int  # tiles in flight
+    warps: int = 4
+
+    def fits(self, m: int, n: int, k: int) -> bool:
+        return m <= 64 and n % self.bn == 0 and k % self.bk == 0
+
+    def __str__(self) -> str:
+        return f"stream-K {self.bn}x{self.bk} x{self.programs} st {self.stages} w {self.warps}"
+
+
+@triton.jit
+def _finish(acc, acc_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL: tl.constexpr):
+    """Write a column block of y from its float32 sums, rounded as F.linear(x, w) (and the SiLU-mul
+    of the unfused path: GEMM out, silu(gate), the product) rounds."""
+    dt = x_ptr.dtype.element_ty
+    if SILU_MUL:
+        g = acc.to(dt).to(tl.float32)
+        act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
+        acc = act * acc_up.to(dt).to(tl.float32)
+    tl.store(y_ptr + rm[:, None] * stride_y + rn[None, :], acc.to(dt).to(y_ptr.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
+def _streamk_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, stride_w, stride_y, N, per_prog,
+                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, STAGES: tl.constexpr,
+                    SILU_MUL: tl.constexpr, PDL: tl.constexpr):
+    wait_for_inputs(PDL)
+    p = tl.program_id(0)
+    k_units = K // BK  # units per column block
+    u0 = p * per_prog  # this program's units: [u0, u_end)
+    u_end = tl.minimum(u0 + per_prog, (N // BN) * k_units)
+    rm = tl.arange(0, BM)
+    cols = tl.arange(0, BN)
+    row_ok = rm[:, None] < M
+    ACCS: tl.constexpr = 2 if SILU_MUL else 1  # partial tiles per slot (gate and up)
+    part = rm[:, None] * BN + cols[None, :]  # [BM, BN] offsets inside one partial tile
+    u = u0
+    while u < u_end:
+        t = u // k_units  # the column block
+        seg_end = tl.minimum(u_end, (t + 1) * k_units)
+        rn = t * BN + cols
+        rk = (u - t * k_units) * BK + tl.arange(0, BK)
+        xp = x_ptr + rm[:, None] * stride_x + rk[None, :]  # [BM, BK] tile of x
+        wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]  # [BN, BK] tile of W
+        upp = wp + N.to(tl.int64) * stride_w  # SILU_MUL: the matching rows of the up half
+        acc = tl.zeros((BM, BN), tl.float32)
+        acc_up = tl.zeros((BM, BN), tl.float32)
+        for _ in tl.range(u, seg_end, num_stages=STAGES):
+            xt = tl.load(xp, mask=row_ok, other=0.0)
+            acc = tl.dot(xt, tl.trans(tl.load(wp)), acc)
+            if SILU_MUL:
+                acc_up = tl.dot(xt, tl.trans(tl.load(upp)), acc_up)
+                upp += BK
+            xp += BK
+            wp += BK
+        if (u == t * k_units) & (seg_end == (t + 1) * k_units):  # the whole column block
+            _finish(acc, acc_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL)
+        else:
+            # partial sums: workspace [programs, 2 slots, ACCS, BM, BN] float32; slot 0 holds the
+            # block this program's range starts in, slot 1 the one it ends in
+            slot = tl.where(u == u0, 0, 1)
+            base = ws_ptr + (p * 2 + slot) * ACCS * BM * BN
+            tl.store(base + part, acc)
+            if SILU_MUL:
+                tl.store(base + BM * BN + part, acc_up)
+            tl.debug_barrier()
+            first = (t * k_units) // per_prog  # the programs sharing block t
+            last = ((t + 1) * k_units - 1) // per_prog
+            ticket = tl.atomic_add(cnt_ptr + t, 1, sem="acq_rel")
+            if ticket == last - first:  # the last of them: add the partials in program order
+                tot = tl.zeros((BM, BN), tl.float32)
+                tot_up = tl.zeros((BM, BN), tl.float32)
+                for q in range(first, last + 1):
+                    q_slot = tl.where(tl.maximum(q * per_prog, t * k_units) == q * per_prog, 0, 1)
+                    q_base = ws_ptr + (q * 2 + q_slot) * ACCS * BM * BN
+                    tot += tl.load(q_base + part, volatile=True)
+                    if SILU_MUL:
+                        tot_up += tl.load(q_base + BM * BN + part, volatile=True)
+                _finish(tot, tot_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL)
+                tl.atomic_xchg(cnt_ptr + t, 0)
+        u = seg_end
+
+
+def streamk_config(m: int, n: int, k: int, silu_mul: bool, programs: int) -> StreamKConfig | None:
+    """The launch for an [m, k] x [n, k]^T decode product (n: I for silu_mul) on `programs` SMs:
+    batches of 17-64 rows (as skinny_gemm.decode_config), not LM heads (n >= 65536)."""
+    if not 16 < m <= 64 or n >= 65536:
+        return None
+    cfg = StreamKConfig(64, 64, programs, 4) if silu_mul else StreamKConfig(64, 128, programs, 5)
+    return cfg if cfg.fits(m, n, k) else None
+
+
+def streamk_linear(x: torch.Tensor, w: torch.Tensor, cfg: StreamKConfig, silu_mul: bool = False,
+                   out_dtype: torch.dtype | None = None, tickets: torch.Tensor | None = None) -> torch.Tensor:
+    """See the module docstring. tickets: int32 [>= N / cfg.bn], zero: the caller's counters, left
+    zero again (made here when None, a fill per call)."""
+    m, k = x.shape
+    n = w.shape[0] // 2 if silu_mul else w.shape[0]
+    if m > 64 or x.stride(1) != 1 or w.stride(1) != 1 or w.shape[1] != k or not cfg.fits(m, n, k):
+        raise ValueError(f"expected x [M <= 64, K] and w [N, K] with contiguous rows that {cfg} divides, got "
+                         f"{tuple(x.shape)} and {tuple(w.shape)}")
+    bm = max(16, triton.next_power_of_2(m))
+    blocks = n // cfg.bn
+    if tickets is None:
+        tickets = torch.zeros(blocks, device=x.device, dtype=torch.int32)
+    if tickets.numel() < blocks or tickets.dtype != torch.int32:
+        raise ValueError(f"tickets: expected int32 [>= {blocks}], got {tickets.dtype} {tuple(tickets.shape)}")
+    units = blocks * (k // cfg.bk)
+    programs = min(cfg.programs, units)
+    per_prog = -(-units // programs)
+    y = torch.empty(m, n, device=x.device, dtype=out_dtype or x.dtype)
+    ws = torch.empty(programs * 2 * (2 if silu_mul else 1) * bm * cfg.bn, device=x.device, dtype=torch.float32)
+    _streamk_kernel[(-(-units // per_prog),)](
+        x, w, y, ws, tickets, m, k, x.stride(0), w.stride(0), y.stride(0), n, per_prog,
+        BM=bm, BN=cfg.bn, BK=cfg.bk, STAGES=cfg.stages, SILU_MUL=silu_mul, PDL=pdl_on(),
+        num_warps=cfg.warps, **launch_options())
+    return y
