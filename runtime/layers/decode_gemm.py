@@ -59,10 +59,10 @@ def _tickets(owner: Optional[nn.Module], n: int, device: torch.device) -> Option
 def _run(x: torch.Tensor, w: torch.Tensor, cfg, silu_mul: bool, out_dtype: Optional[torch.dtype],
          owner: Optional[nn.Module]) -> torch.Tensor:
     from sgl_lang.kernels.skinny_gemm import GemmConfig, skinny_linear
-    from sgl_lang.kernels.streamk_gemm import streamk_linear
     if isinstance(cfg, GemmConfig):
         tickets = _tickets(owner, w.shape[0], x.device) if cfg.split > 1 else None
         return skinny_linear(x, w, cfg, silu_mul=silu_mul, out_dtype=out_dtype, tickets=tickets)
+    from sgl_lang.kernels.streamk_gemm import streamk_linear
     return streamk_linear(x, w, cfg, silu_mul=silu_mul, out_dtype=out_dtype,
                           tickets=_tickets(owner, w.shape[0], x.device))
 
