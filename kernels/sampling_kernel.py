@@ -32,12 +32,53 @@ import triton.language as tl
 from .sampling_chain import LANES, MAX_ROUNDS
 from .sampling_noise import uniform_tl
 from .sampling_records import _draw, _load_records, _support_pass, _tile, _totals
-from .sampling_row import (_apply_mask, _column, _exchange, _int_column, _lane_bits, _load_raw, _ordered_key,
-                           _publish)
+from .sampling_row import (_apply_mask, _column, _exchange, _int_column, _lane_bits, _load_raw, _load_words,
+                           _ordered_key, _publish, _tile_words)
 from .sampling_search import _thresholds
 
 _ROUNDS = tl.constexpr(MAX_ROUNDS)
+_FLOOR = tl.constexpr(-1.0e30)  # pass 1's start for the running max (logits at or below count as disallowed)
 _LANES = tl.constexpr(LANES)
+
+
+@triton.jit
+def _pass1_step(x, offs, lm, lz, lzs, li, inv_t, is_sampled, SAMPLE: tl.constexpr):
+    """One tile of pass 1 on word tiles (WORD_TILES; the same update as the inline loop below):
+    per position the running max lm (from _FLOOR), its first index li and the normalisers lz of
+    x and lzs of s = x / T."""
+    top = tl.maximum(lm, x)  # >= _FLOOR
+    d = tl.minimum(lm, x) - top  # <= 0; -inf for a masked token
+    up = x > lm
+    e = tl.exp(d)
+    lz = tl.where(up, lz * e + 1.0, lz + e)
+    if SAMPLE:
+        if is_sampled:
+            es = tl.exp(d * inv_t)
+            lzs = tl.where(up, lzs * es + 1.0, lzs + es)
+    return top, lz, lzs, tl.where(up, offs, li)
+
+
+@triton.jit
+def _pass1_totals(lm, lz, lzs, li, lanes, rec, inv_t, is_sampled, SAMPLE: tl.constexpr, L: tl.constexpr):
+    """Pass 1's word-tile state ([KR, words, 32]) -> the program's max, normaliser and first argmax
+    (mx, zx, ax); for a sampling row also the lane records (lanes [words, 32]). No reshape: a
+    tl.reshape of this state gave wrong sums on the GPU (not in the interpreter)."""
+    NEG = float("-inf")
+    BIG = 2147483647
+    lane_m = tl.max(lm, axis=0)
+    lane_a = tl.min(tl.where(lm == lane_m[None], li, BIG), axis=0)  # (-1: nothing allowed)
+    lane_m = tl.where(lane_m > _FLOOR, lane_m, NEG)
+    lane_ref = tl.where(lane_m == NEG, 0.0, lane_m)
+    lane_z = tl.sum(lz * tl.exp(lm - lane_ref[None]), axis=0)
+    if SAMPLE:
+        if is_sampled:
+            tl.store(rec + lanes, lane_m * inv_t)
+            tl.store(rec + L + lanes, tl.sum(lzs * tl.exp((lm - lane_ref[None]) * inv_t), axis=0))
+    mx = tl.max(lane_m)
+    ref = tl.where(mx == NEG, 0.0, mx)
+    zx = tl.sum(lane_z * tl.exp(lane_m - ref))
+    ax = tl.min(tl.where(lane_m == mx, lane_a, BIG))
+    return mx, zx, ax
 
 
 @triton.jit(do_not_specialize=["dead_token"])
@@ -47,12 +88,12 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                          HAS_BITMASK: tl.constexpr, HAS_ROW_FLAGS: tl.constexpr,
                          HAS_GREEDY_FLAGS: tl.constexpr, SPLITS: tl.constexpr,
                          KR: tl.constexpr, KMAX: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
-                         NP: tl.constexpr, FILTERS: tl.constexpr, SAMPLE: tl.constexpr):
+                         NP: tl.constexpr, FILTERS: tl.constexpr, SAMPLE: tl.constexpr,
+                         WORD_TILES: tl.constexpr):
     NF: tl.constexpr = 2 * NP
     L: tl.constexpr = _LANES
     LW: tl.constexpr = L // SPLITS  # lanes per program
     NEG = float("-inf")
-    FLOOR = -1.0e30  # pass 1's start (logits at or below it count as disallowed)
     BIG = 2147483647
     NO_KEY = tl.full((), -2147483648, tl.int64)  # a key bound that keeps everything
     NO_KEY32 = tl.full((), -2147483648, tl.int32)
@@ -85,45 +126,63 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     # reduced to lane records (the workspace) and the program's totals at the end
     # lm starts at a finite floor, not -inf: a masked token (-inf) then gives d = -inf and
     # exp(d) = 0, never -inf - -inf, so no select per token; floors left are -inf again below
-    lm = tl.full((KR, LW), FLOOR, tl.float32)
-    lz = tl.zeros((KR, LW), tl.float32)
-    lzs = tl.zeros((KR, LW), tl.float32)
-    li = tl.full((KR, LW), -1, tl.int32)
-    # the loads of the next two tiles are in flight while a tile computes (a software
-    # pipeline: the loaded values are carried unused until their turn)
-    x1, w1 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(0, q0, L, KR, LW), V, HAS_BITMASK)
-    x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(KR, q0, L, KR, LW), V, HAS_BITMASK)
-    bits = _lane_bits(_tile(0, q0, L, KR, LW))  # the same in every tile
-    for k0 in range(0, tl.cdiv(V, L), KR):
-        offs = _tile(k0, q0, L, KR, LW)
-        x = _apply_mask(x1, w1, bits)
-        x1, w1 = x2, w2
-        x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, offs + 2 * KR * L, V, HAS_BITMASK)
-        top = tl.maximum(lm, x)  # >= FLOOR
-        d = tl.minimum(lm, x) - top  # <= 0; -inf for a masked token
-        up = x > lm
-        e = tl.exp(d)
-        lz = tl.where(up, lz * e + 1.0, lz + e)
-        if SAMPLE:  # (not compiled when the caller promises greedy rows only)
+    if WORD_TILES and LW >= 32:  # [KR, words, 32] tiles: each thread loads a bitmask word once
+        NW: tl.constexpr = LW // 32
+        lm3 = tl.full((KR, NW, 32), _FLOOR, tl.float32)
+        lz3 = tl.zeros((KR, NW, 32), tl.float32)
+        lzs3 = tl.zeros((KR, NW, 32), tl.float32)
+        li3 = tl.full((KR, NW, 32), -1, tl.int32)
+        x1, w1 = _load_words(logits_ptr, mask_ptr, row_masked, 0, q0, V, HAS_BITMASK, L, KR, NW)
+        x2, w2 = _load_words(logits_ptr, mask_ptr, row_masked, KR, q0, V, HAS_BITMASK, L, KR, NW)
+        bits3 = (1 << tl.arange(0, 32))[None, None, :]
+        for k0 in range(0, tl.cdiv(V, L), KR):
+            x = tl.where((w1 & bits3) != 0, x1, NEG)
+            x1, w1 = x2, w2
+            x2, w2 = _load_words(logits_ptr, mask_ptr, row_masked, k0 + 2 * KR, q0, V, HAS_BITMASK, L, KR, NW)
+            lm3, lz3, lzs3, li3 = _pass1_step(x, _tile_words(k0, q0, L, KR, NW), lm3, lz3, lzs3, li3, inv_t,
+                                              is_sampled, SAMPLE)
+        lanes3 = q0 + tl.arange(0, NW)[:, None] * 32 + tl.arange(0, 32)[None, :]  # [NW, 32]
+        mx, zx, ax = _pass1_totals(lm3, lz3, lzs3, li3, lanes3, rec, inv_t, is_sampled, SAMPLE, L)
+    else:
+        lm = tl.full((KR, LW), _FLOOR, tl.float32)
+        lz = tl.zeros((KR, LW), tl.float32)
+        lzs = tl.zeros((KR, LW), tl.float32)
+        li = tl.full((KR, LW), -1, tl.int32)
+        # the loads of the next two tiles are in flight while a tile computes (a software
+        # pipeline: the loaded values are carried unused until their turn)
+        x1, w1 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(0, q0, L, KR, LW), V, HAS_BITMASK)
+        x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(KR, q0, L, KR, LW), V, HAS_BITMASK)
+        bits = _lane_bits(_tile(0, q0, L, KR, LW))  # the same in every tile
+        for k0 in range(0, tl.cdiv(V, L), KR):
+            offs = _tile(k0, q0, L, KR, LW)
+            x = _apply_mask(x1, w1, bits)
+            x1, w1 = x2, w2
+            x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, offs + 2 * KR * L, V, HAS_BITMASK)
+            top = tl.maximum(lm, x)  # >= _FLOOR
+            d = tl.minimum(lm, x) - top  # <= 0; -inf for a masked token
+            up = x > lm
+            e = tl.exp(d)
+            lz = tl.where(up, lz * e + 1.0, lz + e)
+            if SAMPLE:  # (not compiled when the caller promises greedy rows only)
+                if is_sampled:
+                    es = tl.exp(d * inv_t)
+                    lzs = tl.where(up, lzs * es + 1.0, lzs + es)
+            li = tl.where(up, offs, li)
+            lm = top
+        lane_m = tl.max(lm, axis=0)  # [LW] per lane: max, first argmax, normalisers of x and s
+        lane_a = tl.min(tl.where(lm == lane_m[None, :], li, BIG), axis=0)  # (-1: nothing allowed)
+        lane_m = tl.where(lane_m > _FLOOR, lane_m, NEG)
+        lane_ref = tl.where(lane_m == NEG, 0.0, lane_m)
+        lane_z = tl.sum(lz * tl.exp(lm - lane_ref[None, :]), axis=0)
+        if SAMPLE:
             if is_sampled:
-                es = tl.exp(d * inv_t)
-                lzs = tl.where(up, lzs * es + 1.0, lzs + es)
-        li = tl.where(up, offs, li)
-        lm = top
-    lane_m = tl.max(lm, axis=0)  # [LW] per lane: max, first argmax, normalisers of x and s
-    lane_a = tl.min(tl.where(lm == lane_m[None, :], li, BIG), axis=0)  # (-1: nothing allowed)
-    lane_m = tl.where(lane_m > FLOOR, lane_m, NEG)
-    lane_ref = tl.where(lane_m == NEG, 0.0, lane_m)
-    lane_z = tl.sum(lz * tl.exp(lm - lane_ref[None, :]), axis=0)
-    if SAMPLE:
-        if is_sampled:
-            lanes = q0 + tl.arange(0, LW)
-            tl.store(rec + lanes, lane_m * inv_t)
-            tl.store(rec + L + lanes, tl.sum(lzs * tl.exp((lm - lane_ref[None, :]) * inv_t), axis=0))
-    mx = tl.max(lane_m, axis=0)
-    ref = tl.where(mx == NEG, 0.0, mx)
-    zx = tl.sum(lane_z * tl.exp(lane_m - ref), axis=0)
-    ax = tl.min(tl.where(lane_m == mx, lane_a, BIG), axis=0)
+                lanes = q0 + tl.arange(0, LW)
+                tl.store(rec + lanes, lane_m * inv_t)
+                tl.store(rec + L + lanes, tl.sum(lzs * tl.exp((lm - lane_ref[None, :]) * inv_t), axis=0))
+        mx = tl.max(lane_m, axis=0)
+        ref = tl.where(mx == NEG, 0.0, mx)
+        zx = tl.sum(lane_z * tl.exp(lane_m - ref), axis=0)
+        ax = tl.min(tl.where(lane_m == mx, lane_a, BIG), axis=0)
     nb = tl.zeros((), tl.int32) + 1  # barriers passed
     if SPLITS > 1:
         f = tl.arange(0, NF)

@@ -39,6 +39,27 @@ def _apply_mask(x, words, bits):
 
 
 @triton.jit
+def _tile_words(k0, q0, L: tl.constexpr, KR: tl.constexpr, NW: tl.constexpr):
+    """[KR, NW, 32] int32 token ids of grid rows k0.. and lanes q0.. (q0 a multiple of 32): one
+    bitmask word per [.., w, :] row, so a thread loads each word once (_load_words)."""
+    rows = (k0 + tl.arange(0, KR))[:, None, None] * L
+    return rows + (q0 + tl.arange(0, NW) * 32)[None, :, None] + tl.arange(0, 32)[None, None, :]
+
+
+@triton.jit
+def _load_words(logits_ptr, mask_ptr, row_masked, k0, q0, V, HAS_BITMASK: tl.constexpr,
+                L: tl.constexpr, KR: tl.constexpr, NW: tl.constexpr):
+    """_load_raw on a _tile_words tile: (logits [KR, NW, 32] float32, words [KR, NW, 1] int32)."""
+    offs = _tile_words(k0, q0, L, KR, NW)
+    x = tl.load(logits_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+    words = tl.full((KR, NW, 1), -1, tl.int32)
+    if HAS_BITMASK:
+        w = (k0 + tl.arange(0, KR))[:, None, None] * (L // 32) + (q0 // 32 + tl.arange(0, NW))[None, :, None]
+        words = tl.load(mask_ptr + w, mask=(w * 32 < V) & ((w * 0 + row_masked) != 0), other=-1)
+    return x, words
+
+
+@triton.jit
 def _masked_block(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK: tl.constexpr):
     """[BLOCK] float32 logits, -inf where the bitmask bans the token or offs >= V."""
     x, words = _load_raw(logits_ptr, mask_ptr, row_masked, offs, V, HAS_BITMASK)

@@ -108,6 +108,25 @@ def test_triton_greedy_exact_and_unmasked_batch():
 
 
 @needs_interpreter
+@pytest.mark.parametrize("seed,vocab", [(0, 300), (3, 2100)])
+def test_word_tiles_match_reference(seed, vocab, monkeypatch):
+    """masked_sampling.WORD_TILES (off by default): pass 1 on [rows, words, 32] tiles gives what the
+    reference gives, in every kernel (filters, lean, greedy) and for a row with nothing allowed."""
+    import sgl_lang.kernels.masked_sampling as ms
+    monkeypatch.setattr(ms, "WORD_TILES", True)
+    batch = random_batch(8, vocab, seed, **MIXED)
+    assert_same(masked_sample(**batch, use_triton=True), reference(batch))
+    lean = dict(batch, top_k=torch.zeros_like(batch["top_k"]), top_p=torch.ones_like(batch["top_p"]),
+                min_p=torch.zeros_like(batch["min_p"]))
+    assert_same(masked_sample(**lean, may_filter=False, use_triton=True), reference(lean))
+    greedy = dict(lean, temperature=torch.zeros_like(batch["temperature"]))
+    greedy["bitmask"] = greedy["bitmask"].clone()
+    greedy["bitmask"][0].zero_()  # row 0: nothing allowed (it has the mask on: MIXED masks it)
+    got = masked_sample(**greedy, may_filter=False, may_sample=False, use_triton=True)
+    assert_same(got, reference(greedy))
+
+
+@needs_interpreter
 def test_triton_takes_the_samplers_tensors_as_they_are():
     """[bs, 1] temperature with greedy flags, int64 top-k with V = off, no has_mask, bf16 logits."""
     batch = random_batch(4, 260, 6, temps=[1.0, 0.8, 1.0, 1.2], top_ks=[260, 3, 260, 260],
