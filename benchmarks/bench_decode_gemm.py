@@ -18,6 +18,7 @@ Prints a table; nothing is written to docs/ (the figures go there by hand with t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -178,6 +179,9 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
     variants += [(f"PDL, qkv {c}", True, {"qkv": c}) for c in (StreamKConfig(64, 128, sms, 4),
                                                              StreamKConfig(32, 128, sms, 6))]
     variants += [("PDL, stream-K for all four", True, dict(sk))]
+    flat = {name: dataclasses.replace(c, flat=True) for name, c in sk.items()}
+    variants += [(f"PDL, {name} {c}", True, {name: c}) for name, c in flat.items()]
+    variants += [("PDL, stream-K flat for all four", True, dict(flat))]
     rows = []
     for label, pdl, overrides in variants:
         chosen.clear()

@@ -38,12 +38,14 @@ class StreamKConfig:
     programs: int  # one per SM, at most
     stages: int  # tiles in flight
     warps: int = 4
+    flat: bool = False  # one pipelined loop over a program's units (see _streamk_kernel)
 
     def fits(self, m: int, n: int, k: int) -> bool:
         return m <= 64 and n % self.bn == 0 and k % self.bk == 0
 
     def __str__(self) -> str:
-        return f"stream-K {self.bn}x{self.bk} x{self.programs} st {self.stages} w {self.warps}"
+        return (f"stream-K{' flat' if self.flat else ''} {self.bn}x{self.bk} x{self.programs} "
+                f"st {self.stages} w {self.warps}")
 
 
 @triton.jit
@@ -59,9 +61,47 @@ def _finish(acc, acc_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL: tl.co
 
 
 @triton.jit
+def _segment_done(acc, acc_up, t, seg_lo, seg_hi, u0, p, per_prog, k_units, x_ptr, y_ptr, ws_ptr, cnt_ptr,
+                  rm, rn, row_ok, part, stride_y, BM: tl.constexpr, BN: tl.constexpr, MAXC: tl.constexpr,
+                  SILU_MUL: tl.constexpr):
+    """Units [seg_lo, seg_hi) of column block t are summed in acc (acc_up): write the block when
+    they are all of it; else store the partials (workspace [programs, 2 slots, gate/up, BM, BN]
+    float32: slot 0 the block this program's range starts in, slot 1 the one it ends in) and, as
+    the last of the block's programs to take its ticket, add everyone's in program order (at most
+    MAXC programs share a block: an unrolled loop, so no loop nests inside the flat kernel's)."""
+    if (seg_lo == t * k_units) & (seg_hi == (t + 1) * k_units):
+        _finish(acc, acc_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL)
+    else:
+        ACCS: tl.constexpr = 2 if SILU_MUL else 1
+        base = ws_ptr + (p * 2 + tl.where(seg_lo == u0, 0, 1)) * ACCS * BM * BN
+        tl.store(base + part, acc)
+        if SILU_MUL:
+            tl.store(base + BM * BN + part, acc_up)
+        tl.debug_barrier()
+        first = (t * k_units) // per_prog  # the programs sharing block t
+        last = ((t + 1) * k_units - 1) // per_prog
+        ticket = tl.atomic_add(cnt_ptr + t, 1, sem="acq_rel")
+        if ticket == last - first:
+            tot = tl.zeros((BM, BN), tl.float32)
+            tot_up = tl.zeros((BM, BN), tl.float32)
+            for j in tl.static_range(MAXC):
+                q = first + j
+                ok = (part * 0 + q) <= last
+                q_slot = tl.where(tl.maximum(q * per_prog, t * k_units) == q * per_prog, 0, 1)
+                q_base = ws_ptr + (q * 2 + q_slot) * ACCS * BM * BN
+                tot += tl.load(q_base + part, mask=ok, other=0.0, volatile=True)
+                if SILU_MUL:
+                    tot_up += tl.load(q_base + BM * BN + part, mask=ok, other=0.0, volatile=True)
+            _finish(tot, tot_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL)
+            tl.atomic_xchg(cnt_ptr + t, 0)
+
+
+@triton.jit
 def _streamk_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, stride_w, stride_y, N, per_prog,
                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, STAGES: tl.constexpr,
-                    SILU_MUL: tl.constexpr, PDL: tl.constexpr):
+                    MAXC: tl.constexpr, FLAT: tl.constexpr, SILU_MUL: tl.constexpr, PDL: tl.constexpr):
+    """FLAT: one pipelined loop over the program's units, a block finished inside it when its last
+    unit passes (the weight stream never drains); else a loop per block segment."""
     wait_for_inputs(PDL)
     p = tl.program_id(0)
     k_units = K // BK  # units per column block
@@ -70,53 +110,49 @@ def _streamk_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, stride
     rm = tl.arange(0, BM)
     cols = tl.arange(0, BN)
     row_ok = rm[:, None] < M
-    ACCS: tl.constexpr = 2 if SILU_MUL else 1  # partial tiles per slot (gate and up)
     part = rm[:, None] * BN + cols[None, :]  # [BM, BN] offsets inside one partial tile
-    u = u0
-    while u < u_end:
-        t = u // k_units  # the column block
-        seg_end = tl.minimum(u_end, (t + 1) * k_units)
-        rn = t * BN + cols
-        rk = (u - t * k_units) * BK + tl.arange(0, BK)
-        xp = x_ptr + rm[:, None] * stride_x + rk[None, :]  # [BM, BK] tile of x
-        wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]  # [BN, BK] tile of W
-        upp = wp + N.to(tl.int64) * stride_w  # SILU_MUL: the matching rows of the up half
+    if FLAT:
         acc = tl.zeros((BM, BN), tl.float32)
         acc_up = tl.zeros((BM, BN), tl.float32)
-        for _ in tl.range(u, seg_end, num_stages=STAGES):
-            xt = tl.load(xp, mask=row_ok, other=0.0)
+        seg_lo = u0
+        for u in tl.range(u0, u_end, num_stages=STAGES):
+            t = u // k_units
+            rn = t * BN + cols
+            rk = (u - t * k_units) * BK + tl.arange(0, BK)
+            xt = tl.load(x_ptr + rm[:, None] * stride_x + rk[None, :], mask=row_ok, other=0.0)
+            wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]
             acc = tl.dot(xt, tl.trans(tl.load(wp)), acc)
             if SILU_MUL:
-                acc_up = tl.dot(xt, tl.trans(tl.load(upp)), acc_up)
-                upp += BK
-            xp += BK
-            wp += BK
-        if (u == t * k_units) & (seg_end == (t + 1) * k_units):  # the whole column block
-            _finish(acc, acc_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL)
-        else:
-            # partial sums: workspace [programs, 2 slots, ACCS, BM, BN] float32; slot 0 holds the
-            # block this program's range starts in, slot 1 the one it ends in
-            slot = tl.where(u == u0, 0, 1)
-            base = ws_ptr + (p * 2 + slot) * ACCS * BM * BN
-            tl.store(base + part, acc)
-            if SILU_MUL:
-                tl.store(base + BM * BN + part, acc_up)
-            tl.debug_barrier()
-            first = (t * k_units) // per_prog  # the programs sharing block t
-            last = ((t + 1) * k_units - 1) // per_prog
-            ticket = tl.atomic_add(cnt_ptr + t, 1, sem="acq_rel")
-            if ticket == last - first:  # the last of them: add the partials in program order
-                tot = tl.zeros((BM, BN), tl.float32)
-                tot_up = tl.zeros((BM, BN), tl.float32)
-                for q in range(first, last + 1):
-                    q_slot = tl.where(tl.maximum(q * per_prog, t * k_units) == q * per_prog, 0, 1)
-                    q_base = ws_ptr + (q * 2 + q_slot) * ACCS * BM * BN
-                    tot += tl.load(q_base + part, volatile=True)
-                    if SILU_MUL:
-                        tot_up += tl.load(q_base + BM * BN + part, volatile=True)
-                _finish(tot, tot_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL)
-                tl.atomic_xchg(cnt_ptr + t, 0)
-        u = seg_end
+                acc_up = tl.dot(xt, tl.trans(tl.load(wp + N.to(tl.int64) * stride_w)), acc_up)
+            if (u == (t + 1) * k_units - 1) | (u == u_end - 1):
+                _segment_done(acc, acc_up, t, seg_lo, u + 1, u0, p, per_prog, k_units, x_ptr, y_ptr, ws_ptr,
+                              cnt_ptr, rm, rn, row_ok, part, stride_y, BM, BN, MAXC, SILU_MUL)
+                acc = tl.zeros((BM, BN), tl.float32)
+                acc_up = tl.zeros((BM, BN), tl.float32)
+                seg_lo = u + 1
+    else:
+        u = u0
+        while u < u_end:
+            t = u // k_units  # the column block
+            seg_end = tl.minimum(u_end, (t + 1) * k_units)
+            rn = t * BN + cols
+            rk = (u - t * k_units) * BK + tl.arange(0, BK)
+            xp = x_ptr + rm[:, None] * stride_x + rk[None, :]  # [BM, BK] tile of x
+            wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]  # [BN, BK] tile of W
+            upp = wp + N.to(tl.int64) * stride_w  # SILU_MUL: the matching rows of the up half
+            acc = tl.zeros((BM, BN), tl.float32)
+            acc_up = tl.zeros((BM, BN), tl.float32)
+            for _ in tl.range(u, seg_end, num_stages=STAGES):
+                xt = tl.load(xp, mask=row_ok, other=0.0)
+                acc = tl.dot(xt, tl.trans(tl.load(wp)), acc)
+                if SILU_MUL:
+                    acc_up = tl.dot(xt, tl.trans(tl.load(upp)), acc_up)
+                    upp += BK
+                xp += BK
+                wp += BK
+            _segment_done(acc, acc_up, t, u, seg_end, u0, p, per_prog, k_units, x_ptr, y_ptr, ws_ptr, cnt_ptr,
+                          rm, rn, row_ok, part, stride_y, BM, BN, MAXC, SILU_MUL)
+            u = seg_end
 
 
 def streamk_config(m: int, n: int, k: int, silu_mul: bool, programs: int) -> StreamKConfig | None:
@@ -148,8 +184,10 @@ def streamk_linear(x: torch.Tensor, w: torch.Tensor, cfg: StreamKConfig, silu_mu
     per_prog = -(-units // programs)
     y = torch.empty(m, n, device=x.device, dtype=out_dtype or x.dtype)
     ws = torch.empty(programs * 2 * (2 if silu_mul else 1) * bm * cfg.bn, device=x.device, dtype=torch.float32)
+    k_units = k // cfg.bk
     _streamk_kernel[(-(-units // per_prog),)](
         x, w, y, ws, tickets, m, k, x.stride(0), w.stride(0), y.stride(0), n, per_prog,
-        BM=bm, BN=cfg.bn, BK=cfg.bk, STAGES=cfg.stages, SILU_MUL=silu_mul, PDL=pdl_on(),
+        BM=bm, BN=cfg.bn, BK=cfg.bk, STAGES=cfg.stages, MAXC=-(-k_units // per_prog) + 1, FLAT=cfg.flat,
+        SILU_MUL=silu_mul, PDL=pdl_on(),
         num_warps=cfg.warps, **launch_options())
     return y

@@ -2,6 +2,8 @@
 
 On CPU the kernel runs under TRITON_INTERPRET=1 (conftest) in float32; the `gpu` test runs the
 Llama-3.1-8B decode shapes in bf16 with one program per SM."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,7 +26,9 @@ def _silu_mul_ref(y: torch.Tensor) -> torch.Tensor:
     (33, StreamKConfig(64, 256, 2, 3)),  # 4 x 4 over 2: whole blocks only (no partials)
     (64, StreamKConfig(64, 128, 12, 2)),  # ranges of 3 units: 3 or 4 programs per block
 ])
-def test_streamk_matches_f_linear(m, cfg):
+@pytest.mark.parametrize("flat", [False, True])
+def test_streamk_matches_f_linear(m, cfg, flat):
+    cfg = dataclasses.replace(cfg, flat=flat)
     g = torch.Generator().manual_seed(m)
     n = 256
     x = torch.randn(m, 1024, generator=g)
@@ -36,14 +40,15 @@ def test_streamk_matches_f_linear(m, cfg):
 
 
 @interpreted
-def test_streamk_silu_mul_and_float_output():
+@pytest.mark.parametrize("flat", [False, True])
+def test_streamk_silu_mul_and_float_output(flat):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(20, 512, generator=g)
     w = torch.randn(512, 512, generator=g) * 0.05  # [gate (256 rows); up (256 rows)]
-    y = streamk_linear(x, w, StreamKConfig(64, 128, 3, 2), silu_mul=True)
+    y = streamk_linear(x, w, StreamKConfig(64, 128, 3, 2, flat=flat), silu_mul=True)
     assert y.shape == (20, 256)
     torch.testing.assert_close(y, _silu_mul_ref(F.linear(x, w)), atol=1e-4, rtol=1e-4)
-    y = streamk_linear(x, w, StreamKConfig(128, 128, 5, 2), out_dtype=torch.float32)
+    y = streamk_linear(x, w, StreamKConfig(128, 128, 5, 2, flat=flat), out_dtype=torch.float32)
     torch.testing.assert_close(y, F.linear(x, w), atol=1e-4, rtol=1e-4)
 
 
@@ -61,11 +66,12 @@ def test_streamk_bad_inputs():
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("n,k,silu", [(6144, 4096, False), (4096, 4096, False), (4096, 14336, False),
                                       (14336, 4096, True)])
-def test_streamk_8b_shapes_bf16(n, k, silu):
+@pytest.mark.parametrize("flat", [False, True])
+def test_streamk_8b_shapes_bf16(n, k, silu, flat):
     g = torch.Generator(device="cuda").manual_seed(n + k)
     x = torch.randn(64, k, device="cuda", dtype=torch.bfloat16, generator=g)
     w = torch.randn(2 * n if silu else n, k, device="cuda", dtype=torch.bfloat16, generator=g) * 0.02
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    y = streamk_linear(x, w, StreamKConfig(64, 128 if not silu else 64, sms, 4), silu_mul=silu)
+    y = streamk_linear(x, w, StreamKConfig(64, 128 if not silu else 64, sms, 4, flat=flat), silu_mul=silu)
     ref = F.linear(x, w)
     torch.testing.assert_close(y.float(), (_silu_mul_ref(ref) if silu else ref).float(), atol=2e-2, rtol=2e-2)
