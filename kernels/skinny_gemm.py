@@ -51,6 +51,35 @@ FUSED_CONFIGS = [GemmConfig(bn, bk, 1, st, w) for bn, bk, st, w in (
 
 
 @triton.jit
+def _k_sums(xp, wp, up, row_ok, lo, hi, step: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+            BK: tl.constexpr, STAGES: tl.constexpr, SILU_MUL: tl.constexpr):
+    """float32 [BM, BN] sums of x @ W^T (and x @ Wup^T) over the K tiles of one loop of lo..hi by
+    step, starting at the tile pointers xp [BM, BK], wp / up [BN, BK] (STAGES tiles in flight)."""
+    acc = tl.zeros((BM, BN), tl.float32)
+    acc_up = tl.zeros((BM, BN), tl.float32)
+    for _ in tl.range(lo, hi, step, num_stages=STAGES):
+        xt = tl.load(xp, mask=row_ok, other=0.0)
+        acc = tl.dot(xt, tl.trans(tl.load(wp)), acc)
+        if SILU_MUL:
+            acc_up = tl.dot(xt, tl.trans(tl.load(up)), acc_up)
+            up += BK
+        xp += BK
+        wp += BK
+    return acc, acc_up
+
+
+@triton.jit
+def _gated(acc, acc_up, dt, SILU_MUL: tl.constexpr):
+    """SILU_MUL: silu(gate) * up from the float32 sums, rounded to dt as the unfused path rounds
+    (GEMM out, silu(gate), the product); else acc."""
+    if SILU_MUL:
+        g = acc.to(dt).to(tl.float32)
+        act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
+        acc = act * acc_up.to(dt).to(tl.float32)
+    return acc
+
+
+@triton.jit
 def _skinny_gemm_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, stride_w, stride_y, N,
                         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT: tl.constexpr,
                         STAGES: tl.constexpr, SILU_MUL: tl.constexpr, PDL: tl.constexpr):
@@ -65,21 +94,9 @@ def _skinny_gemm_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, st
     wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]  # [BN, BK] tile of W
     up = wp + N.to(tl.int64) * stride_w  # SILU_MUL: the matching rows of the up half (N = I)
     row_ok = rm[:, None] < M
-    acc = tl.zeros((BM, BN), tl.float32)
-    acc_up = tl.zeros((BM, BN), tl.float32)
-    for _ in tl.range(0, k_len, BK, num_stages=STAGES):
-        xt = tl.load(xp, mask=row_ok, other=0.0)
-        acc = tl.dot(xt, tl.trans(tl.load(wp)), acc)
-        if SILU_MUL:
-            acc_up = tl.dot(xt, tl.trans(tl.load(up)), acc_up)
-            up += BK
-        xp += BK
-        wp += BK
+    acc, acc_up = _k_sums(xp, wp, up, row_ok, 0, k_len, BK, BM, BN, BK, STAGES, SILU_MUL)
     dt = x_ptr.dtype.element_ty
-    if SILU_MUL:  # rounded as the unfused path: GEMM out, silu(gate), the product
-        g = acc.to(dt).to(tl.float32)
-        act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
-        acc = act * acc_up.to(dt).to(tl.float32)
+    acc = _gated(acc, acc_up, dt, SILU_MUL)
     yp = y_ptr + rm[:, None] * stride_y + rn[None, :]
     if SPLIT == 1:
         tl.store(yp, acc.to(dt).to(y_ptr.dtype.element_ty), mask=row_ok)

@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from .pdl import launch_options, pdl_on, wait_for_inputs
+from .skinny_gemm import _gated, _k_sums
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,10 @@ class StreamKConfig:
 
 @triton.jit
 def _finish(acc, acc_up, x_ptr, y_ptr, rm, rn, row_ok, stride_y, SILU_MUL: tl.constexpr):
-    """Write a column block of y from its float32 sums, rounded as F.linear(x, w) (and the SiLU-mul
-    of the unfused path: GEMM out, silu(gate), the product) rounds."""
+    """Write a column block of y from its float32 sums, rounded as F.linear(x, w) (and the unfused
+    SiLU-mul) rounds."""
     dt = x_ptr.dtype.element_ty
-    if SILU_MUL:
-        g = acc.to(dt).to(tl.float32)
-        act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
-        acc = act * acc_up.to(dt).to(tl.float32)
+    acc = _gated(acc, acc_up, dt, SILU_MUL)
     tl.store(y_ptr + rm[:, None] * stride_y + rn[None, :], acc.to(dt).to(y_ptr.dtype.element_ty), mask=row_ok)
 
 
@@ -140,16 +138,7 @@ def _streamk_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, stride
             xp = x_ptr + rm[:, None] * stride_x + rk[None, :]  # [BM, BK] tile of x
             wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]  # [BN, BK] tile of W
             upp = wp + N.to(tl.int64) * stride_w  # SILU_MUL: the matching rows of the up half
-            acc = tl.zeros((BM, BN), tl.float32)
-            acc_up = tl.zeros((BM, BN), tl.float32)
-            for _ in tl.range(u, seg_end, num_stages=STAGES):
-                xt = tl.load(xp, mask=row_ok, other=0.0)
-                acc = tl.dot(xt, tl.trans(tl.load(wp)), acc)
-                if SILU_MUL:
-                    acc_up = tl.dot(xt, tl.trans(tl.load(upp)), acc_up)
-                    upp += BK
-                xp += BK
-                wp += BK
+            acc, acc_up = _k_sums(xp, wp, upp, row_ok, u, seg_end, 1, BM, BN, BK, STAGES, SILU_MUL)
             _segment_done(acc, acc_up, t, u, seg_end, u0, p, per_prog, k_units, x_ptr, y_ptr, ws_ptr, cnt_ptr,
                           rm, rn, row_ok, part, stride_y, BM, BN, MAXC, SILU_MUL)
             u = seg_end
