@@ -177,7 +177,10 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
           "gate_up+silu": StreamKConfig(64, 64, sms, 4), "down": StreamKConfig(64, 128, sms, 5)}
     variants += [(f"PDL, {name} {c}", True, {name: c}) for name, c in sk.items()]
     variants += [(f"PDL, qkv {c}", True, {"qkv": c}) for c in (StreamKConfig(64, 128, sms, 4),
-                                                             StreamKConfig(32, 128, sms, 6))]
+                                                             StreamKConfig(32, 128, sms, 6),
+                                                             StreamKConfig(64, 64, sms, 8))]
+    variants += [(f"PDL, down {c}", True, {"down": c}) for c in (StreamKConfig(64, 64, sms, 8),
+                                                               StreamKConfig(64, 256, sms, 3))]
     variants += [("PDL, stream-K for all four", True, dict(sk))]
     flat = {name: dataclasses.replace(c, flat=True) for name, c in sk.items()}
     variants += [(f"PDL, {name} {c}", True, {name: c}) for name, c in flat.items()]
