@@ -37,6 +37,40 @@ import triton.language as tl
 from .attention_checks import check_last_dim_contiguous, check_paged_qkv, paged_qkv_strides
 
 
+@triton.jit
+def _attend_rows(q, q_pos, kv_end, full_end, K, V, ReqToToken, b, kvh, stride_rb, stride_kt, stride_kh,
+                 stride_vt, stride_vh, offs_d, mask_d, qk_scale, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+                 BLOCK_N: tl.constexpr):
+    """q [ROWS, BLOCK_D] (rows at positions q_pos [ROWS]) against keys 0 .. kv_end - 1 of sequence
+    b, KV head kvh, from the pool (flash-attention online softmax, scores in log2 units) ->
+    [ROWS, BLOCK_D] float32. Keys below full_end are visible to every row (no mask but the
+    sequence bound); the tiles from there, the diagonal, are masked causally."""
+    m_i = tl.full([ROWS], float("-inf"), tl.float32)  # running max of the scores
+    l_i = tl.zeros([ROWS], tl.float32)
+    acc = tl.zeros([ROWS, BLOCK_D], tl.float32)
+    for n0 in range(0, kv_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < kv_end
+        slots = tl.load(ReqToToken + b * stride_rb + offs_n, mask=mask_n, other=0).to(tl.int64)
+        kv_mask = mask_n[:, None] & mask_d[None, :]
+        k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        s = tl.dot(q, tl.trans(k).to(q.dtype)) * qk_scale  # [ROWS, BLOCK_N] f32
+        if n0 + BLOCK_N > full_end:  # a tile that reaches the diagonal or the sequence's end
+            visible = mask_n[None, :] & (offs_n[None, :] <= q_pos[:, None])
+            s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
+                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+        m_i = m_new
+    return acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+
+
 # the row stride of req_to_token is the batch's longest sequence, different almost every batch:
 # not specialised on (divisible by 16 or not), so it never makes a new compile mid-serving
 @triton.jit(do_not_specialize=["stride_rb"])
@@ -65,35 +99,10 @@ def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, Bl
     kv_end = tl.where(mb * BLOCK_M < extend_len,
                       prefix_len + tl.minimum((mb + 1) * BLOCK_M, extend_len), 0)
 
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max of the scores, log2 units
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     qk_scale = sm_scale * 1.4426950408889634  # scores in log2 units: exp2 instead of exp
-    # keys below the block's first query position are visible to all its queries (no mask but
-    # the sequence bound); the rest, the diagonal, is masked causally
-    full_end = tl.minimum(prefix_len + mb * BLOCK_M, kv_end)
-    for n0 in range(0, kv_end, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < kv_end
-        slots = tl.load(ReqToToken + b * stride_rb + offs_n, mask=mask_n, other=0).to(tl.int64)
-        kv_mask = mask_n[:, None] & mask_d[None, :]
-        k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
-                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-        s = tl.dot(q, tl.trans(k).to(q.dtype)) * qk_scale  # [BLOCK_M, BLOCK_N] f32
-        if n0 + BLOCK_N > full_end:  # a tile that reaches the diagonal or the sequence's end
-            visible = mask_n[None, :] & (offs_n[None, :] <= q_pos[:, None])
-            s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
-                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
-        m_i = m_new
-
-    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    full_end = tl.minimum(prefix_len + mb * BLOCK_M, kv_end)  # keys visible to all the block's queries
+    out = _attend_rows(q, q_pos, kv_end, full_end, K, V, ReqToToken, b, kvh, stride_rb, stride_kt, stride_kh,
+                       stride_vt, stride_vh, offs_d, mask_d, qk_scale, BLOCK_M, BLOCK_D, BLOCK_N)
     tl.store(Out + (q_start + offs_m)[:, None] * stride_ot + h * D + offs_d[None, :],
              out.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
@@ -128,28 +137,8 @@ def _extend_gqa_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens
         q_pos = prefix_len + offs_m
         kv_end = tl.where(first < extend_len, prefix_len + tl.minimum(first + SUB_M, extend_len), 0)
         full_end = tl.minimum(prefix_len + first, kv_end)
-        m_i = tl.full([SUB_M * G], float("-inf"), tl.float32)
-        l_i = tl.zeros([SUB_M * G], tl.float32)
-        acc = tl.zeros([SUB_M * G, BLOCK_D], tl.float32)
-        for n0 in range(0, kv_end, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            mask_n = offs_n < kv_end
-            slots = tl.load(ReqToToken + b * stride_rb + offs_n, mask=mask_n, other=0).to(tl.int64)
-            kv_mask = mask_n[:, None] & mask_d[None, :]
-            k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0)
-            s = tl.dot(q, tl.trans(k).to(q.dtype)) * qk_scale  # [R, BLOCK_N] f32
-            if n0 + BLOCK_N > full_end:
-                visible = mask_n[None, :] & (offs_n[None, :] <= q_pos[:, None])
-                s = tl.where(visible, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.exp2(s - m_safe[:, None])
-            alpha = tl.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
-            m_i = m_new
-        out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        out = _attend_rows(q, q_pos, kv_end, full_end, K, V, ReqToToken, b, kvh, stride_rb, stride_kt,
+                           stride_kh, stride_vt, stride_vh, offs_d, mask_d, qk_scale, SUB_M * G, BLOCK_D, BLOCK_N)
         tl.store(Out + (q_start + offs_m)[:, None] * stride_ot + heads[:, None] * D + offs_d[None, :],
                  out.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
