@@ -43,9 +43,9 @@ _LANES = tl.constexpr(LANES)
 
 @triton.jit
 def _pass1_step(x, offs, lm, lz, lzs, li, inv_t, is_sampled, SAMPLE: tl.constexpr):
-    """One tile of pass 1 on word tiles (WORD_TILES; the same update as the inline loop below):
-    per position the running max lm (from _FLOOR), its first index li and the normalisers lz of
-    x and lzs of s = x / T."""
+    """One tile of pass 1 (any tile shape): per position the running max lm (from _FLOOR), its
+    first index li and the normalisers lz of x and lzs of s = x / T, one exp per token (the
+    smaller of (old max, x) is scaled against the larger; two for sampling rows)."""
     top = tl.maximum(lm, x)  # >= _FLOOR
     d = tl.minimum(lm, x) - top  # <= 0; -inf for a masked token
     up = x > lm
@@ -60,9 +60,10 @@ def _pass1_step(x, offs, lm, lz, lzs, li, inv_t, is_sampled, SAMPLE: tl.constexp
 
 @triton.jit
 def _pass1_totals(lm, lz, lzs, li, lanes, rec, inv_t, is_sampled, SAMPLE: tl.constexpr, L: tl.constexpr):
-    """Pass 1's word-tile state ([KR, words, 32]) -> the program's max, normaliser and first argmax
-    (mx, zx, ax); for a sampling row also the lane records (lanes [words, 32]). No reshape: a
-    tl.reshape of this state gave wrong sums on the GPU (not in the interpreter)."""
+    """Pass 1's state (tile-shaped, any rank, axis 0 the grid rows) -> the program's max,
+    normaliser and first argmax (mx, zx, ax); for a sampling row also the lane records (lanes:
+    each position's lane, the tile's shape without axis 0). Word tiles come here 3-D, not
+    reshaped: a tl.reshape of that state gave wrong sums on the GPU (not in the interpreter)."""
     NEG = float("-inf")
     BIG = 2147483647
     lane_m = tl.max(lm, axis=0)
@@ -158,31 +159,8 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
             x = _apply_mask(x1, w1, bits)
             x1, w1 = x2, w2
             x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, offs + 2 * KR * L, V, HAS_BITMASK)
-            top = tl.maximum(lm, x)  # >= _FLOOR
-            d = tl.minimum(lm, x) - top  # <= 0; -inf for a masked token
-            up = x > lm
-            e = tl.exp(d)
-            lz = tl.where(up, lz * e + 1.0, lz + e)
-            if SAMPLE:  # (not compiled when the caller promises greedy rows only)
-                if is_sampled:
-                    es = tl.exp(d * inv_t)
-                    lzs = tl.where(up, lzs * es + 1.0, lzs + es)
-            li = tl.where(up, offs, li)
-            lm = top
-        lane_m = tl.max(lm, axis=0)  # [LW] per lane: max, first argmax, normalisers of x and s
-        lane_a = tl.min(tl.where(lm == lane_m[None, :], li, BIG), axis=0)  # (-1: nothing allowed)
-        lane_m = tl.where(lane_m > _FLOOR, lane_m, NEG)
-        lane_ref = tl.where(lane_m == NEG, 0.0, lane_m)
-        lane_z = tl.sum(lz * tl.exp(lm - lane_ref[None, :]), axis=0)
-        if SAMPLE:
-            if is_sampled:
-                lanes = q0 + tl.arange(0, LW)
-                tl.store(rec + lanes, lane_m * inv_t)
-                tl.store(rec + L + lanes, tl.sum(lzs * tl.exp((lm - lane_ref[None, :]) * inv_t), axis=0))
-        mx = tl.max(lane_m, axis=0)
-        ref = tl.where(mx == NEG, 0.0, mx)
-        zx = tl.sum(lane_z * tl.exp(lane_m - ref), axis=0)
-        ax = tl.min(tl.where(lane_m == mx, lane_a, BIG), axis=0)
+            lm, lz, lzs, li = _pass1_step(x, offs, lm, lz, lzs, li, inv_t, is_sampled, SAMPLE)
+        mx, zx, ax = _pass1_totals(lm, lz, lzs, li, q0 + tl.arange(0, LW), rec, inv_t, is_sampled, SAMPLE, L)
     nb = tl.zeros((), tl.int32) + 1  # barriers passed
     if SPLITS > 1:
         f = tl.arange(0, NF)
