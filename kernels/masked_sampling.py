@@ -48,21 +48,19 @@ _NEG_INF = float("-inf")
 MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
 # launch shape per specialisation and row split: (tokens per tile (sampling_records.py), warps
-# per program). Measured (bench_sampling_kernel --sweep, H200, 2026-11-28, vocab 128k): whole rows
-# (bs 512) greedy 106 µs / temperature 118 µs at 1024 x 8 against 120 / 141 at 2048 x 4 and
-# 104 / 120 at 1024 x 4; the filters kernel 454 µs at 2048 x 4 against 514-661 at the others
-# (ninth session, after pass 1 lost its per-token selects). Split rows (bs 1): 1024 x 4 best or
-# within noise in every mode.
-LAUNCH = {("greedy", "whole"): (1024, 8), ("sample", "whole"): (1024, 8), ("filters", "whole"): (2048, 4),
+# per program). Measured (bench_sampling_kernel --sweep, H200, 2026-11-28, vocab 128k, word-tile
+# pass 1): whole rows (bs 512) greedy 72.8 µs at 2048 x 4 against 85.6-98.1 at the others;
+# temperature 93.1 at 1024 x 8 against 98.8-121.6; the filters kernel 394 at 2048 x 4 against
+# 422-587 (tenth session). Split rows (bs 1): 1024 x 4 best or within noise in every mode.
+LAUNCH = {("greedy", "whole"): (2048, 4), ("sample", "whole"): (1024, 8), ("filters", "whole"): (2048, 4),
           ("greedy", "split"): (1024, 4), ("sample", "split"): (1024, 4), ("filters", "split"): (1024, 4)}
 
 
-# Pass 1 on [rows, words, 32] tiles, a bitmask word loaded once per thread instead of once per
-# token (sampling_kernel.py; SGL_LANG_WORD_TILES=1). Off until its GPU tests pass: a first
-# version ran bs 512 x 128k greedy in 72.8 µs (1.14x the byte floor) and temperature in 93.3
-# (1.46x) on the H200 against 104 / 118 without it, but gave wrong log-probs there (a reshape of
-# its state, since removed); this version passes the interpreter tests only so far.
-WORD_TILES = os.environ.get("SGL_LANG_WORD_TILES") == "1"
+# Pass 1 on [rows, words, 32] tiles: a bitmask word loaded once per thread instead of once per
+# token (sampling_kernel.py), whenever a program has >= 32 lanes (whole rows). On the H200 at
+# bs 512 x 128k: greedy 72.8 µs against 106 on [rows, lanes] tiles, temperature 93.1 against
+# 118 (GPU tests pass, tenth session). SGL_LANG_WORD_TILES=0 turns it off.
+WORD_TILES = os.environ.get("SGL_LANG_WORD_TILES", "1") != "0"
 
 
 class SampledTokens(NamedTuple):

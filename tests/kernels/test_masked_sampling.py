@@ -108,12 +108,14 @@ def test_triton_greedy_exact_and_unmasked_batch():
 
 
 @needs_interpreter
+@pytest.mark.parametrize("word_tiles", [True, False])
 @pytest.mark.parametrize("seed,vocab", [(0, 300), (3, 2100)])
-def test_word_tiles_match_reference(seed, vocab, monkeypatch):
-    """masked_sampling.WORD_TILES (off by default): pass 1 on [rows, words, 32] tiles gives what the
-    reference gives, in every kernel (filters, lean, greedy) and for a row with nothing allowed."""
+def test_word_tiles_match_reference(seed, vocab, word_tiles, monkeypatch):
+    """Pass 1 on [rows, words, 32] tiles (masked_sampling.WORD_TILES, the default) and on
+    [rows, lanes] tiles (SGL_LANG_WORD_TILES=0) gives what the reference gives, in every kernel
+    (filters, lean, greedy) and for a row with nothing allowed."""
     import sgl_lang.kernels.masked_sampling as ms
-    monkeypatch.setattr(ms, "WORD_TILES", True)
+    monkeypatch.setattr(ms, "WORD_TILES", word_tiles)
     batch = random_batch(8, vocab, seed, **MIXED)
     assert_same(masked_sample(**batch, use_triton=True), reference(batch))
     lean = dict(batch, top_k=torch.zeros_like(batch["top_k"]), top_p=torch.ones_like(batch["top_p"]),
