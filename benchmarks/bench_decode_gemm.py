@@ -10,15 +10,13 @@ is replayed; µs per GEMM and the weight-read rate (weight bytes / time) for:
     triton  kernels/skinny_gemm.py (when present), best of its configs
 Then one decode step's GEMMs (32 layers + LM head) in one graph: all cuBLAS, the sweep's best
 mix, and the engine's launches (decode_config) with and without programmatic dependent launch
-(kernels/pdl.py), and other launches for qkv, o_proj and down under PDL, stream-K
-(kernels/streamk_gemm.py, one program per SM) among them. --steps-only
+(kernels/pdl.py), and other launches for qkv, o_proj and down under PDL. --steps-only
 skips the sweep and times the step with decode_config's launches only.
 Prints a table; nothing is written to docs/ (the figures go there by hand with their command).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 
@@ -120,7 +118,6 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
 
     from sgl_lang.kernels.pdl import pdl_launches
     from sgl_lang.kernels.skinny_gemm import decode_config
-    from sgl_lang.kernels.streamk_gemm import StreamKConfig, streamk_linear
 
     def pick(name):
         if best is None:  # the engine's launches
@@ -138,8 +135,6 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
 
     def lin(name, t, w):
         cfg = chosen[name]
-        if isinstance(cfg, StreamKConfig):
-            return streamk_linear(t, w, cfg, tickets=tickets[name])
         return skinny_linear(t, w, cfg, tickets=tickets[name]) if cfg else F.linear(t, w)
 
     def step(mixed: bool):
@@ -147,9 +142,7 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
         for ly in layers:
             q = lin("qkv", h, ly["qkv"]) if mixed else F.linear(h, ly["qkv"])
             h = lin("o", q[:, :H], ly["o"]) if mixed else F.linear(q[:, :H], ly["o"])
-            if mixed and isinstance(chosen["gate_up+silu"], StreamKConfig):
-                a = streamk_linear(h, ly["gate_up"], chosen["gate_up+silu"], silu_mul=True, tickets=tickets["gate_up+silu"])
-            elif mixed and chosen["gate_up+silu"]:
+            if mixed and chosen["gate_up+silu"]:
                 a = skinny_linear(h, ly["gate_up"], chosen["gate_up+silu"], silu_mul=True)
             else:
                 a = silu_and_mul(F.linear(h, ly["gate_up"]))
@@ -171,20 +164,6 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
     variants += [(f"PDL, qkv {c}", True, {"qkv": c}) for c in (
         GemmConfig(64, 128, 2, 5), GemmConfig(32, 128, 1, 6), GemmConfig(64, 128, 4, 3), GemmConfig(32, 128, 2, 5))]
     variants += [(f"PDL, down {c}", True, {"down": c}) for c in (GemmConfig(64, 128, 4, 3), GemmConfig(32, 256, 2, 4))]
-    # stream-K (kernels/streamk_gemm.py): one program per SM, the (column block, K block) units split evenly
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    sk = {"qkv": StreamKConfig(64, 128, sms, 5), "o": StreamKConfig(64, 128, sms, 5),
-          "gate_up+silu": StreamKConfig(64, 64, sms, 4), "down": StreamKConfig(64, 128, sms, 5)}
-    variants += [(f"PDL, {name} {c}", True, {name: c}) for name, c in sk.items()]
-    variants += [(f"PDL, qkv {c}", True, {"qkv": c}) for c in (StreamKConfig(64, 128, sms, 4),
-                                                             StreamKConfig(32, 128, sms, 6),
-                                                             StreamKConfig(64, 64, sms, 8))]
-    variants += [(f"PDL, down {c}", True, {"down": c}) for c in (StreamKConfig(64, 64, sms, 8),
-                                                               StreamKConfig(64, 256, sms, 3))]
-    variants += [("PDL, stream-K for all four", True, dict(sk))]
-    flat = {name: dataclasses.replace(c, flat=True) for name, c in sk.items()}
-    variants += [(f"PDL, {name} {c}", True, {name: c}) for name, c in flat.items()]
-    variants += [("PDL, stream-K flat for all four", True, dict(flat))]
     rows = []
     for label, pdl, overrides in variants:
         chosen.clear()

@@ -2,8 +2,6 @@
 
     python -m benchmarks.bench_extend_attention
 
-With gqa=True (a KV head's query heads in one program) for the grouped shapes too.
-
 Shapes: an 8B prefill chunk (16 prompts of 512 tokens, 32 / 8 heads, D 128), one 4,096-token
 8B prompt, and a 135M chunk (16 x 512, 9 / 3 heads, D 64); KV slots shuffled as a pool hands
 them out. Each variant is checked against the default launch, then timed (do_bench median);
@@ -22,7 +20,6 @@ from sgl_lang.kernels.attention_extend import EXTEND_LAUNCH, extend_attention, e
 CASES = [("8B 16x512", 16, 512, 32, 8, 128), ("8B 1x4096", 1, 4096, 32, 8, 128),
          ("135M 16x512", 16, 512, 9, 3, 64)]
 LAUNCHES = [(bn, w, st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2, 3)]
-GQA_LAUNCHES = [(64, 8, 3), (64, 4, 3), (32, 8, 2), (64, 8, 2), (128, 8, 2)]  # (BLOCK_N, warps, stages)
 
 
 def main() -> None:
@@ -49,22 +46,6 @@ def main() -> None:
                                                                   blocks=blocks, launch=launch))
             timed.append((ms, launch))
             print(name, launch, f"{ms * 1e3:.1f} µs", flush=True)
-        if hq // hkv in (2, 4, 8):  # query heads of a KV head packed per program (gqa=True)
-            for launch in GQA_LAUNCHES:
-                try:
-                    out = extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq, blocks=blocks, launch=launch,
-                                           gqa=True)
-                except Exception as e:  # out of shared memory or registers
-                    print(name, "gqa", launch, type(e).__name__)
-                    continue
-                err = (out.float() - ref.float()).abs().max().item()
-                if err > 2e-2:
-                    print(name, "gqa", launch, f"max error {err:.3g} vs the default launch: skipped")
-                    continue
-                ms = triton.testing.do_bench(lambda: extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq,
-                                                                      blocks=blocks, launch=launch, gqa=True))
-                timed.append((ms, ("gqa",) + launch))
-                print(name, "gqa", launch, f"{ms * 1e3:.1f} µs", flush=True)
         timed.sort()
         dflt = next(ms for ms, la in timed if la == default)
         for ms, launch in timed[:3]:

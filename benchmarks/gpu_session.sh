@@ -25,7 +25,6 @@
 #   bash benchmarks/gpu_session.sh slots     # decode attention by KV slot layout (~1 min)
 #   bash benchmarks/gpu_session.sh pdl       # PDL tests; decode-step GEMMs with PDL + L2 prefetch; 8B engine PDL off / on (~4 min)
 #   bash benchmarks/gpu_session.sh extend    # extend attention launch shapes (BLOCK_N, warps, stages) (~1 min)
-#   bash benchmarks/gpu_session.sh streamk   # stream-K GEMM tests; decode-step GEMM variants; 8B engine skinny vs stream-K (~6 min)
 #   bash benchmarks/gpu_session.sh wordtiles # sampling tests + bs 512 / 1 launch sweep with SGL_LANG_WORD_TILES=1 (~4 min)
 #   bash benchmarks/gpu_session.sh ncu       # Nsight Compute: bs-512 sampling kernels, the qkv decode GEMM -> $OUT/ncu_*.txt (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
@@ -82,7 +81,6 @@ for arg in "$@"; do
         engine135) part engine135 ${lim:-120} python3 -m benchmarks.bench_gpu --shapes smollm2-135m --no-hf --no-offline --no-kernels --no-write ;;
         quicktests) part quicktests ${lim:-150} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=100 \
                    tests/kernels/test_attention_kernels.py tests/kernels/test_attention_backend.py tests/kernels/test_skinny_gemm.py \
-                   tests/kernels/test_streamk_gemm.py \
                    tests/runtime/test_overlap_gpu.py tests/runtime/test_prefill_graph_gpu.py tests/runtime/test_decode_gemm_gpu.py ;;
         engine8b) part engine8b ${lim:-240} python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline --no-kernels --no-write ;;
         sampling) part sampling ${lim:-300} python3 -m benchmarks.bench_sampling_kernel ;;
@@ -106,10 +104,6 @@ for arg in "$@"; do
                    for f in --no-fuse-rope ''; do echo \$f; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf --no-offline \
                    --no-kernels --no-write \$f | grep -E '^[|] llama'; done" ;;
         gemmsteps) part gemmsteps ${lim:-200} python3 -m benchmarks.bench_decode_gemm --steps-only --m 64 ;;
-        streamk) part streamk ${lim:-560} bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_streamk_gemm.py \
-                   tests/runtime/test_decode_gemm_gpu.py; python3 -m benchmarks.bench_decode_gemm --steps-only --m 64;
-                   for g in triton streamk; do echo decode_gemm=\$g; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf \
-                   --no-offline --no-kernels --no-write --batches 64 --decode-gemm \$g | grep -E '^[|] llama'; done" ;;
         wordtiles) part wordtiles ${lim:-420} bash -c "export SGL_LANG_WORD_TILES=1; python3 -m pytest -q -p no:cacheprovider \
                    tests/kernels/test_masked_sampling.py; python3 -m benchmarks.bench_sampling_kernel --sweep-only \
                    --sweep-bs 512,1 --sweep-shapes 1024x8,2048x4,1024x4,2048x8" ;;
@@ -124,7 +118,7 @@ for arg in "$@"; do
                    for d in 1 0; do echo disable_pdl=\$d; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf \
                    --no-offline --no-kernels --no-write --flag disable_pdl=\$d | grep -E '^[|] llama'; done" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, streamk, wordtiles)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles)" ;;
     esac
 done
 ls "$OUT"

@@ -107,48 +107,9 @@ def _extend_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, Bl
              out.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
 
-@triton.jit(do_not_specialize=["stride_rb"])
-def _extend_gqa_kernel(Q, K, V, Out, ReqToToken, QStarts, PrefixLens, ExtendLens, BlockSeq, BlockMb,
-                       stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot,
-                       stride_rb, sm_scale, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                       BLOCK_M: tl.constexpr, SUB_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """_extend_kernel with a KV head's G query heads in one program (grid (num_blocks, Hkv)): the
-    block's BLOCK_M tokens go in SUB_M-token parts of SUB_M * G rows (token, head), so each key
-    and value tile is read once per part for all G heads instead of once per head."""
-    blk = tl.program_id(0)
-    kvh = tl.program_id(1)
-    seq = tl.load(BlockSeq + blk)  # -1: a padding block, no work
-    mb = tl.load(BlockMb + blk)
-    b = tl.maximum(seq, 0)
-    extend_len = tl.where(seq >= 0, tl.load(ExtendLens + b).to(tl.int32), 0)
-    prefix_len = tl.load(PrefixLens + b).to(tl.int32)
-    q_start = tl.load(QStarts + b).to(tl.int64)
-    rows = tl.arange(0, SUB_M * G)
-    heads = kvh * G + rows % G  # [R] query head of each row
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < D
-    qk_scale = sm_scale * 1.4426950408889634  # scores in log2 units
-    for sub in tl.static_range(BLOCK_M // SUB_M):
-        first = mb * BLOCK_M + sub * SUB_M  # the part's first new token
-        offs_m = first + rows // G  # [R] new-token index of each row
-        mask_m = offs_m < extend_len
-        q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
-                    mask=mask_m[:, None] & mask_d[None, :], other=0.0)  # [R, BLOCK_D]
-        q_pos = prefix_len + offs_m
-        kv_end = tl.where(first < extend_len, prefix_len + tl.minimum(first + SUB_M, extend_len), 0)
-        full_end = tl.minimum(prefix_len + first, kv_end)
-        out = _attend_rows(q, q_pos, kv_end, full_end, K, V, ReqToToken, b, kvh, stride_rb, stride_kt,
-                           stride_kh, stride_vt, stride_vh, offs_d, mask_d, qk_scale, SUB_M * G, BLOCK_D, BLOCK_N)
-        tl.store(Out + (q_start + offs_m)[:, None] * stride_ot + heads[:, None] * D + offs_d[None, :],
-                 out.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
-
-
 BLOCK_M = 64  # new tokens per program
 # (BLOCK_N keys per tile, num_warps, num_stages) by padded head dim
 EXTEND_LAUNCH = {64: (64, 4, 3), 128: (64, 4, 3)}  # H200 sweep: bench_extend_attention.py
-# gqa=True (query heads of a KV head packed per program): (SUB_M * G rows, BLOCK_N, warps, stages);
-# not yet measured on a GPU (bench_extend_attention.py --gqa)
-GQA_ROWS, GQA_LAUNCH = 128, (64, 8, 3)
 
 
 def _block_counts(extend_lens: torch.Tensor) -> torch.Tensor:
@@ -230,11 +191,9 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      extend_lens: torch.Tensor, max_extend_len: int,
                      out: torch.Tensor | None = None,
                      blocks: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     launch: tuple[int, int, int] | None = None, gqa: bool = False) -> torch.Tensor:
+                     launch: tuple[int, int, int] | None = None) -> torch.Tensor:
     """See the module docstring. launch = (BLOCK_N, num_warps, num_stages) overrides the
-    default launch shape (benchmarks/bench_extend_attention.py compares them). gqa: a program per
-    (block, KV head) covering its query heads (_extend_gqa_kernel), where the group size is a
-    power of two; else the kernel per query head."""
+    default launch shape (benchmarks/bench_extend_attention.py compares them)."""
     check_paged_qkv(q, k_cache, v_cache, "[T, Hq, D]")
     num_tokens, hq, d = q.shape
     hkv = k_cache.shape[1]
@@ -257,15 +216,6 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if block_seq.shape != block_mb.shape or block_seq.dim() != 1 or block_seq.device != q.device:
         raise ValueError(f"expected blocks two [num_blocks] tensors on {q.device}, got "
                          f"{tuple(block_seq.shape)}, {tuple(block_mb.shape)} on {block_seq.device}")
-    g = hq // hkv
-    if gqa and g & (g - 1) == 0 and g <= GQA_ROWS // 16:
-        block_n, warps, stages = launch or GQA_LAUNCH
-        _extend_gqa_kernel[(block_seq.shape[0], hkv)](
-            q, k_cache, v_cache, out, req_to_token, q_starts, prefix_lens, extend_lens, block_seq, block_mb,
-            *paged_qkv_strides(q, k_cache, v_cache), out.stride(0), req_to_token.stride(0),
-            1.0 / math.sqrt(d), G=g, D=d, BLOCK_D=block_d, BLOCK_M=BLOCK_M, SUB_M=min(BLOCK_M, GQA_ROWS // g),
-            BLOCK_N=block_n, num_warps=warps, num_stages=stages)
-        return out
     grid = (block_seq.shape[0], hq)
     _extend_kernel[grid](
         q, k_cache, v_cache, out, req_to_token, q_starts, prefix_lens, extend_lens, block_seq, block_mb,

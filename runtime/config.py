@@ -44,8 +44,7 @@ class EngineConfig:
     cuda_graph_max_prefill_tokens: int = 8192
     disable_cuda_graph: bool = False
     # decode GEMMs of 17-64 rows: "auto" times cuBLAS vs kernels/skinny_gemm.py at start-up (CUDA,
-    # single rank, bf16/fp16) and keeps the faster; "triton" / "cublas" force one; "streamk": the
-    # Triton kernels with kernels/streamk_gemm.py for the layers' GEMMs (one program per SM)
+    # single rank, bf16/fp16) and keeps the faster; "triton" / "cublas" force one
     decode_gemm: str = "auto"
     # decode graphs launch their Triton kernels with programmatic dependent launch (Hopper and
     # later; kernels/pdl.py): a kernel's programs start while the previous one finishes
@@ -91,8 +90,8 @@ class EngineConfig:
               f"max_total_tokens must be >= 16, got {self.max_total_tokens}")
         check(self.max_running_requests >= 1,
               f"max_running_requests must be >= 1, got {self.max_running_requests}")
-        check(self.decode_gemm in ("auto", "triton", "streamk", "cublas"),
-              f"decode_gemm must be one of auto, triton, streamk, cublas, got {self.decode_gemm!r}")
+        check(self.decode_gemm in ("auto", "triton", "cublas"),
+              f"decode_gemm must be one of auto, triton, cublas, got {self.decode_gemm!r}")
         check(self.cuda_graph_max_prefill_tokens >= 0,
               f"cuda_graph_max_prefill_tokens must be >= 0, got {self.cuda_graph_max_prefill_tokens}")
         check(self.max_prefill_tokens >= 16, f"max_prefill_tokens must be >= 16, got {self.max_prefill_tokens}")

@@ -155,12 +155,12 @@ def build_decode_graphs(model, attn, pool, max_bs: int, max_context_len: int, nu
     """The decode graphs, captured after choosing cuBLAS or kernels/skinny_gemm.py for the
     decode GEMMs (layers/decode_gemm.py). decode_gemm "auto" times one graph of the largest
     captured batch in 17..64 both ways (static inputs: one key per sequence, so the step is its
-    GEMMs); "triton" / "cublas" force it; "streamk" is "triton" with kernels/streamk_gemm.py.
-    eligible: a single-rank bf16/fp16 model. pdl: capture with programmatic dependent launch."""
+    GEMMs); "triton" / "cublas" force it. eligible: a single-rank bf16/fp16 model. pdl: capture
+    with programmatic dependent launch."""
     choice = None
     trial = [b for b in capture_batch_sizes(max_bs) if 16 < b <= 64]
-    if eligible and decode_gemm in ("triton", "streamk"):
-        set_decode_gemm(model, True, "streamk" if decode_gemm == "streamk" else "skinny")
+    if eligible and decode_gemm == "triton":
+        set_decode_gemm(model, True)
     elif eligible and decode_gemm == "auto" and trial:
         def time_graph() -> float:
             runner = CudaGraphRunner(model, attn, pool, max_bs, max_context_len, num_kv_heads, device,

@@ -76,7 +76,7 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = self.decode_gemm and self.gate_up_proj.bias is None
-        act = decode_silu_mul(x, self.gate_up_proj.weight, owner=self) if fused else None  # [T, I]
+        act = decode_silu_mul(x, self.gate_up_proj.weight) if fused else None  # [T, I]
         if act is None:
             act = self.act(self.gate_up_proj(x))
         return self.down_proj(act)  # [T, hidden]

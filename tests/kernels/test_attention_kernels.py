@@ -75,7 +75,7 @@ def test_decode_merge_in_the_last_program_matches_two_launches(splits):
         torch.testing.assert_close(fused.float(), ref.float(), **_tol(torch.float32))
 
 
-def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed, blocks=None, gqa=False):
+def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed, blocks=None):
     gen = torch.Generator().manual_seed(seed)
     seq_lens = [p + e for p, e in zip(prefix_lens, extend_lens)]
     k_cache, v_cache, r2t = _paged_cache(seq_lens, hkv, d, dtype, device, gen)
@@ -89,7 +89,7 @@ def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed, block
                               (sum(extend_lens) + 63) // 64 + len(extend_lens) + 3).to(device)
         listed = (table[0], table[1])
     out = extend_attention(q, k_cache, v_cache, r2t, starts, p_t, e_t,
-                           0 if blocks == "padded" else max(extend_lens), blocks=listed, gqa=gqa)
+                           0 if blocks == "padded" else max(extend_lens), blocks=listed)
     ref = extend_attention_ref(q, k_cache, v_cache, r2t, p_t, e_t)
     torch.testing.assert_close(out.float(), ref.float(), **_tol(dtype))
 
@@ -104,20 +104,6 @@ def test_extend_matches_ref(prefix_lens, extend_lens, hq, hkv, d, blocks):
     device = "cuda" if CUDA else "cpu"
     _run_extend(prefix_lens, extend_lens, hq, hkv, d, torch.float32, device, seed=sum(extend_lens),
                 blocks=blocks)
-
-
-@pytest.mark.parametrize("prefix_lens,extend_lens,hq,hkv,d", [
-    ([0, 3, 70], [5, 1, 9], 4, 2, 16),   # group 2: parts of 64 tokens
-    ([5, 0], [70, 40], 8, 2, 32),        # group 4 (Llama-3 8B's): parts of 32 tokens, causal across parts
-    ([4, 0], [0, 3], 3, 3, 24),          # group 1
-    ([0], [20], 6, 2, 16),               # group 3: not a power of two, the per-head kernel runs
-])
-@pytest.mark.parametrize("blocks", ["exact", "padded"])
-def test_extend_gqa_matches_ref(prefix_lens, extend_lens, hq, hkv, d, blocks):
-    """gqa=True: one program per (block, KV head) for its query heads."""
-    device = "cuda" if CUDA else "cpu"
-    _run_extend(prefix_lens, extend_lens, hq, hkv, d, torch.float32, device, seed=7 + sum(extend_lens),
-                blocks=blocks, gqa=True)
 
 
 def test_extend_blocks_lists_each_sequences_blocks_then_padding():
