@@ -36,6 +36,7 @@ from .sampling_chain import LANES, chain_draw
 try:
     import triton
     from .sampling_kernel import masked_sample_kernel
+    from .sampling_lists import NUM_LEVELS
     from .sampling_search import NUM_PIVOTS, RECORD
 except ImportError:  # CPU-only installs serve through the reference
     triton = None
@@ -238,14 +239,18 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     logprobs = torch.empty(bs, dtype=torch.float32, device=device)
     # lane records (sampling_records.py); an all-greedy batch has none (the pointer is unused)
     records = torch.empty(bs * 7 * LANES, dtype=torch.float32, device=device) if may_sample else logits
+    # whole-row filtered programs keep each tile position's top values (sampling_lists.py)
+    use_lists = may_filter and may_sample and splits == 1
+    lists = (torch.empty(bs * NUM_LEVELS * kr * LANES, dtype=torch.float32, device=device) if use_lists
+             else logits)
     has_bitmask = bitmask is not None
     stride_m = bitmask.stride(0) if has_bitmask else 0
     args = (logits, logits.stride(0), bitmask if has_bitmask else logits, stride_m,
             has_mask if has_mask is not None else logits,
             is_greedy if is_greedy is not None else logits, temperature, top_k, top_p, min_p,
-            noise_keys, tokens, logprobs, ws.partials, ws.sync, records, vocab, chunk, dead_token,
+            noise_keys, tokens, logprobs, ws.partials, ws.sync, records, lists, vocab, chunk, dead_token,
             has_bitmask, has_mask is not None, is_greedy is not None, splits, kr, kmax, 128,
-            NUM_PIVOTS, may_filter, may_sample, WORD_TILES)
+            NUM_PIVOTS, may_filter, may_sample, WORD_TILES, use_lists)
     # what Triton specialises this kernel on (pointer dtypes and the alignment of the two
     # streamed tensors; the other pointers are read one scalar at a time)
     key = (device, WORD_TILES, may_filter, may_sample, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,

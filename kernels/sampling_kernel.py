@@ -16,7 +16,9 @@ Passes over the row:
        re-reading that lane. Unfiltered rows end there.
     2. test of a candidate c (filtered rows whose thresholds are unknown): count and mass of
        s > s[c], which decide whether top-k / top-p keep c, and the lane records of {s > s[c]}:
-       the support of the next draw when c is rejected. Usually c_0 or c_1 is kept.
+       the support of the next draw when c is rejected. Usually c_0 or c_1 is kept. Whole-row
+       programs (LISTS) answer it from each tile position's top three values, stored by pass 1
+       (sampling_lists.py), whenever they list every token above s[c]: usually no second pass.
     3. rare: when a test cannot decide (top-p's normaliser over top-k's set) or the rounds run
        out, exact thresholds by a 16-way key search (sampling_search.py), and for the last
        round the lane records of what the filters keep. Min-p needs no search: its bound on s
@@ -30,67 +32,26 @@ import triton
 import triton.language as tl
 
 from .sampling_chain import LANES, MAX_ROUNDS
+from .sampling_lists import _list_pass
 from .sampling_noise import uniform_tl
-from .sampling_records import _draw, _load_records, _support_pass, _tile, _totals
-from .sampling_row import (_apply_mask, _column, _exchange, _int_column, _lane_bits, _load_raw, _load_words,
-                           _ordered_key, _publish, _tile_words)
+from .sampling_pass1 import _pass1
+from .sampling_records import _draw, _load_records, _support_pass, _totals
+from .sampling_row import _column, _exchange, _int_column, _ordered_key, _publish
 from .sampling_search import _thresholds
 
 _ROUNDS = tl.constexpr(MAX_ROUNDS)
-_FLOOR = tl.constexpr(-1.0e30)  # pass 1's start for the running max (logits at or below count as disallowed)
 _LANES = tl.constexpr(LANES)
-
-
-@triton.jit
-def _pass1_step(x, offs, lm, lz, lzs, li, inv_t, is_sampled, SAMPLE: tl.constexpr):
-    """One tile of pass 1 (any tile shape): per position the running max lm (from _FLOOR), its
-    first index li and the normalisers lz of x and lzs of s = x / T, one exp per token (the
-    smaller of (old max, x) is scaled against the larger; two for sampling rows)."""
-    top = tl.maximum(lm, x)  # >= _FLOOR
-    d = tl.minimum(lm, x) - top  # <= 0; -inf for a masked token
-    up = x > lm
-    e = tl.exp(d)
-    lz = tl.where(up, lz * e + 1.0, lz + e)
-    if SAMPLE:
-        if is_sampled:
-            es = tl.exp(d * inv_t)
-            lzs = tl.where(up, lzs * es + 1.0, lzs + es)
-    return top, lz, lzs, tl.where(up, offs, li)
-
-
-@triton.jit
-def _pass1_totals(lm, lz, lzs, li, lanes, rec, inv_t, is_sampled, SAMPLE: tl.constexpr, L: tl.constexpr):
-    """Pass 1's state (tile-shaped, any rank, axis 0 the grid rows) -> the program's max,
-    normaliser and first argmax (mx, zx, ax); for a sampling row also the lane records (lanes:
-    each position's lane, the tile's shape without axis 0). Word tiles come here 3-D, not
-    reshaped: a tl.reshape of that state gave wrong sums on the GPU (not in the interpreter)."""
-    NEG = float("-inf")
-    BIG = 2147483647
-    lane_m = tl.max(lm, axis=0)
-    lane_a = tl.min(tl.where(lm == lane_m[None], li, BIG), axis=0)  # (-1: nothing allowed)
-    lane_m = tl.where(lane_m > _FLOOR, lane_m, NEG)
-    lane_ref = tl.where(lane_m == NEG, 0.0, lane_m)
-    lane_z = tl.sum(lz * tl.exp(lm - lane_ref[None]), axis=0)
-    if SAMPLE:
-        if is_sampled:
-            tl.store(rec + lanes, lane_m * inv_t)
-            tl.store(rec + L + lanes, tl.sum(lzs * tl.exp((lm - lane_ref[None]) * inv_t), axis=0))
-    mx = tl.max(lane_m)
-    ref = tl.where(mx == NEG, 0.0, mx)
-    zx = tl.sum(lane_z * tl.exp(lane_m - ref))
-    ax = tl.min(tl.where(lane_m == mx, lane_a, BIG))
-    return mx, zx, ax
 
 
 @triton.jit(do_not_specialize=["dead_token"])
 def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr, greedy_ptr,
                          temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr, keys_ptr, tok_ptr, lp_ptr,
-                         part_ptr, sync_ptr, rec_ptr, V, chunk, dead_token,
+                         part_ptr, sync_ptr, rec_ptr, lists_ptr, V, chunk, dead_token,
                          HAS_BITMASK: tl.constexpr, HAS_ROW_FLAGS: tl.constexpr,
                          HAS_GREEDY_FLAGS: tl.constexpr, SPLITS: tl.constexpr,
                          KR: tl.constexpr, KMAX: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
                          NP: tl.constexpr, FILTERS: tl.constexpr, SAMPLE: tl.constexpr,
-                         WORD_TILES: tl.constexpr):
+                         WORD_TILES: tl.constexpr, LISTS: tl.constexpr):
     NF: tl.constexpr = 2 * NP
     L: tl.constexpr = _LANES
     LW: tl.constexpr = L // SPLITS  # lanes per program
@@ -103,6 +64,7 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     logits_ptr += row.to(tl.int64) * stride_l
     mask_ptr += row.to(tl.int64) * stride_m
     rec = rec_ptr + row.to(tl.int64) * (7 * L)
+    lists = lists_ptr + row.to(tl.int64) * (3 * KR * L)  # (LISTS: SPLITS == 1; sampling_lists.py)
     q0 = split * LW  # this program's first lane
     lo = split * chunk  # its part of the row for the threshold search
     hi = tl.minimum(lo + chunk, V)
@@ -122,45 +84,19 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     top_k_on = is_sampled & (top_k > 0) & (top_k < V)
     top_p_on = is_sampled & (top_p < 1)
 
-    # pass 1: per tile position, max / first argmax / normaliser of x (one exp per token: the
-    # smaller of (old max, x) is scaled against the larger) and, for sampling rows, of s;
-    # reduced to lane records (the workspace) and the program's totals at the end
-    # lm starts at a finite floor, not -inf: a masked token (-inf) then gives d = -inf and
-    # exp(d) = 0, never -inf - -inf, so no select per token; floors left are -inf again below
-    if WORD_TILES and LW >= 32:  # [KR, words, 32] tiles: each thread loads a bitmask word once
-        NW: tl.constexpr = LW // 32
-        lm3 = tl.full((KR, NW, 32), _FLOOR, tl.float32)
-        lz3 = tl.zeros((KR, NW, 32), tl.float32)
-        lzs3 = tl.zeros((KR, NW, 32), tl.float32)
-        li3 = tl.full((KR, NW, 32), -1, tl.int32)
-        x1, w1 = _load_words(logits_ptr, mask_ptr, row_masked, 0, q0, V, HAS_BITMASK, L, KR, NW)
-        x2, w2 = _load_words(logits_ptr, mask_ptr, row_masked, KR, q0, V, HAS_BITMASK, L, KR, NW)
-        bits3 = (1 << tl.arange(0, 32))[None, None, :]
-        for k0 in range(0, tl.cdiv(V, L), KR):
-            x = tl.where((w1 & bits3) != 0, x1, NEG)
-            x1, w1 = x2, w2
-            x2, w2 = _load_words(logits_ptr, mask_ptr, row_masked, k0 + 2 * KR, q0, V, HAS_BITMASK, L, KR, NW)
-            lm3, lz3, lzs3, li3 = _pass1_step(x, _tile_words(k0, q0, L, KR, NW), lm3, lz3, lzs3, li3, inv_t,
-                                              is_sampled, SAMPLE)
-        lanes3 = q0 + tl.arange(0, NW)[:, None] * 32 + tl.arange(0, 32)[None, :]  # [NW, 32]
-        mx, zx, ax = _pass1_totals(lm3, lz3, lzs3, li3, lanes3, rec, inv_t, is_sampled, SAMPLE, L)
+    # pass 1 (sampling_pass1.py): a sampling row's variant carries s's normaliser and no
+    # argmax, a greedy row's the argmax only; a whole-row filtered program also keeps lists
+    WORDS: tl.constexpr = WORD_TILES and LW >= 32
+    if SAMPLE:
+        if is_sampled:
+            mx, zx, ax, xl = _pass1(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, rec, lists, HAS_BITMASK,
+                                    True, False, LISTS, WORDS, L, KR, LW)
+        else:
+            mx, zx, ax, xl = _pass1(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, rec, lists, HAS_BITMASK,
+                                    False, True, False, WORDS, L, KR, LW)
     else:
-        lm = tl.full((KR, LW), _FLOOR, tl.float32)
-        lz = tl.zeros((KR, LW), tl.float32)
-        lzs = tl.zeros((KR, LW), tl.float32)
-        li = tl.full((KR, LW), -1, tl.int32)
-        # the loads of the next two tiles are in flight while a tile computes (a software
-        # pipeline: the loaded values are carried unused until their turn)
-        x1, w1 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(0, q0, L, KR, LW), V, HAS_BITMASK)
-        x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, _tile(KR, q0, L, KR, LW), V, HAS_BITMASK)
-        bits = _lane_bits(_tile(0, q0, L, KR, LW))  # the same in every tile
-        for k0 in range(0, tl.cdiv(V, L), KR):
-            offs = _tile(k0, q0, L, KR, LW)
-            x = _apply_mask(x1, w1, bits)
-            x1, w1 = x2, w2
-            x2, w2 = _load_raw(logits_ptr, mask_ptr, row_masked, offs + 2 * KR * L, V, HAS_BITMASK)
-            lm, lz, lzs, li = _pass1_step(x, offs, lm, lz, lzs, li, inv_t, is_sampled, SAMPLE)
-        mx, zx, ax = _pass1_totals(lm, lz, lzs, li, q0 + tl.arange(0, LW), rec, inv_t, is_sampled, SAMPLE, L)
+        mx, zx, ax, xl = _pass1(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, rec, lists, HAS_BITMASK,
+                                False, True, False, WORDS, L, KR, LW)
     nb = tl.zeros((), tl.int32) + 1  # barriers passed
     if SPLITS > 1:
         f = tl.arange(0, NF)
@@ -203,8 +139,14 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                         pthr = tl.where(last, thr, NO_KEY).to(tl.int32)
                         pfloor = tl.where(last, floor, NEG)
                         q = 1 - q
-                        _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, pv, pthr,
-                                      pfloor, rec, q, HAS_BITMASK, L, KR, LW)
+                        listed = state < 0  # (false) is every token of {s > v} in the lists?
+                        if LISTS:
+                            listed = (state == 0) & (v > xl * inv_t)
+                        if listed:  # a few KB instead of the row
+                            _list_pass(lists, inv_t, m, v, rec, q, L, KR)
+                        else:
+                            _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, pv, pthr,
+                                          pfloor, rec, q, HAS_BITMASK, L, KR, LW)
                         nb += 1
                         _publish(sync_ptr, row, nb, SPLITS)
                         mass_gt, cnt, eq = _totals(rec, q, m, False, L)

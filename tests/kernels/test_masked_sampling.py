@@ -129,6 +129,17 @@ def test_word_tiles_match_reference(seed, vocab, word_tiles, monkeypatch):
 
 
 @needs_interpreter
+def test_lists_and_row_passes_match_reference():
+    """At vocab 20,000 a tile position sees ~10 tokens, so a filtered row's candidate tests take
+    both ways (checked by breaking each): from the per-position top values pass 1 stored
+    (sampling_lists.py) when they hold every token above the candidate, else a pass over the
+    row. Both give what the reference gives."""
+    for filters in (HARSH, MIXED):
+        batch = random_batch(8, 20000, 1, **filters)
+        assert_same(masked_sample(**batch, use_triton=True), reference(batch))
+
+
+@needs_interpreter
 def test_triton_takes_the_samplers_tensors_as_they_are():
     """[bs, 1] temperature with greedy flags, int64 top-k with V = off, no has_mask, bf16 logits."""
     batch = random_batch(4, 260, 6, temps=[1.0, 0.8, 1.0, 1.2], top_ks=[260, 3, 260, 260],

@@ -1,0 +1,58 @@
+"""Per-position top values of a logits row, for the masked-sampling kernel's filtered rows.
+
+Pass 1 of a whole-row program (SPLITS == 1, sampling_kernel.py) keeps, per tile position, the
+NUM_LEVELS largest masked logits it streams past (level 0 is pass 1's running max) and stores
+them: lists row [NUM_LEVELS, KR * L] float32 x (not s), indexed by the position's token id in the
+first tile (grid row k < KR, lane), _FLOOR where a position saw fewer tokens. Every token whose
+x is above X, the largest last level over the row's positions, is in some list, so a support
+{s > v} with v > X * inv_t is known exactly from the lists: its lane records come from
+NUM_LEVELS * KR * L values (24 KB at a 2048-token tile) instead of a pass over the row.
+A rejection round of a filtered row then costs a few KB of reads, not a pass of V * 4 bytes:
+with randn * 4 logits, top-k 50 or top-p 0.9 keep ~50 tokens of 128k and X is near the ~300th
+largest value, so a candidate below X (a pass over the row) is rare.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+NUM_LEVELS = 3  # values kept per position: the running max and two below it
+
+
+@triton.jit
+def _lists_step(x, lm, l1, l2):
+    """Insert the tile x into each position's top three lm >= l1 >= l2 (lm: pass 1's running
+    max before this tile; _pass1_step updates it). Returns the new (l1, l2); ties are kept."""
+    l2 = tl.maximum(l2, tl.minimum(l1, x))
+    l1 = tl.maximum(l1, tl.minimum(lm, x))
+    return l1, l2
+
+
+@triton.jit
+def _store_lists(lists, pos, lm, l1, l2, KRL: tl.constexpr):
+    """Store the three levels at positions pos (tile-shaped, any rank) of a lists row whose
+    levels are KRL apart; returns X, the largest last level (in x)."""
+    tl.store(lists + pos, lm)
+    tl.store(lists + KRL + pos, l1)
+    tl.store(lists + 2 * KRL + pos, l2)
+    return tl.max(l2)  # the order of a max does not matter: reduced over every axis at once
+
+
+@triton.jit
+def _list_pass(lists, inv_t, m, v, rec, q, L: tl.constexpr, KR: tl.constexpr):
+    """The lane records of parity q (as sampling_records._support_pass writes them) of the
+    support {s > v}, from the lists; exact when v > X * inv_t (every token >= v is listed)."""
+    pos = tl.arange(0, KR)[:, None] * L + tl.arange(0, L)[None, :]  # [KR, L]
+    lz = tl.zeros((KR, L), tl.float32)  # per position: mass exp(s - m), count, ties with v
+    lc = tl.zeros((KR, L), tl.float32)
+    le = tl.zeros((KR, L), tl.float32)
+    for lev in tl.static_range(NUM_LEVELS):
+        s = tl.load(lists + lev * (KR * L) + pos) * inv_t
+        keep = s > v
+        lz += tl.where(keep, tl.exp(s - m), 0.0)
+        lc += keep.to(tl.float32)
+        le += (s == v).to(tl.float32)
+    lanes = tl.arange(0, L)
+    tl.store(rec + (1 + 3 * q) * L + lanes, tl.sum(lz, axis=0))
+    tl.store(rec + (2 + 3 * q) * L + lanes, tl.sum(lc, axis=0))
+    tl.store(rec + (3 + 3 * q) * L + lanes, tl.sum(le, axis=0))
