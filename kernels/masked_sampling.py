@@ -234,6 +234,7 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     tile, num_warps = LAUNCH[(kind, "whole" if splits == 1 else "split")]
     kr = max(1, tile // lanes)  # grid rows per tile
     kmax = triton.next_power_of_2(-(-vocab // LANES))  # grid rows of a lane
+    kpos = triton.next_power_of_2(-(-vocab // (kr * LANES)))  # tokens per tile position
     chunk = -(-(-(-vocab // splits)) // 1024) * 1024  # the threshold search's part of a row
     tokens = torch.empty(bs, dtype=torch.int64, device=device)
     logprobs = torch.empty(bs, dtype=torch.float32, device=device)
@@ -250,11 +251,11 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
             is_greedy if is_greedy is not None else logits, temperature, top_k, top_p, min_p,
             noise_keys, tokens, logprobs, ws.partials, ws.sync, records, lists, vocab, chunk, dead_token,
             has_bitmask, has_mask is not None, is_greedy is not None, splits, kr, kmax, 128,
-            NUM_PIVOTS, may_filter, may_sample, WORD_TILES, use_lists)
+            NUM_PIVOTS, may_filter, may_sample, WORD_TILES, use_lists, kpos)
     # what Triton specialises this kernel on (pointer dtypes and the alignment of the two
     # streamed tensors; the other pointers are read one scalar at a time)
     key = (device, WORD_TILES, may_filter, may_sample, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,
-           is_greedy is not None, splits, kr, kmax, num_warps, logits.data_ptr() % 16,
+           is_greedy is not None, splits, kr, kmax, kpos, num_warps, logits.data_ptr() % 16,
            bitmask.data_ptr() % 16 if has_bitmask else 0,
            tuple((n % 16, n == 1) for n in (logits.stride(0), stride_m, vocab)))
     _launch(key, (bs, splits), args, num_warps=num_warps)

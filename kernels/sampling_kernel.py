@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from .sampling_chain import LANES, MAX_ROUNDS
-from .sampling_lists import _list_pass
+from .sampling_lists import MAX_UNLISTED, _list_pass, _unlisted
 from .sampling_noise import uniform_tl
 from .sampling_pass1 import _pass1
 from .sampling_records import _draw, _load_records, _support_pass, _totals
@@ -41,6 +41,7 @@ from .sampling_search import _thresholds
 
 _ROUNDS = tl.constexpr(MAX_ROUNDS)
 _LANES = tl.constexpr(LANES)
+_UNLISTED = tl.constexpr(MAX_UNLISTED)
 
 
 @triton.jit(do_not_specialize=["dead_token"])
@@ -51,7 +52,7 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                          HAS_GREEDY_FLAGS: tl.constexpr, SPLITS: tl.constexpr,
                          KR: tl.constexpr, KMAX: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
                          NP: tl.constexpr, FILTERS: tl.constexpr, SAMPLE: tl.constexpr,
-                         WORD_TILES: tl.constexpr, LISTS: tl.constexpr):
+                         WORD_TILES: tl.constexpr, LISTS: tl.constexpr, KPOS: tl.constexpr):
     NF: tl.constexpr = 2 * NP
     L: tl.constexpr = _LANES
     LW: tl.constexpr = L // SPLITS  # lanes per program
@@ -139,11 +140,14 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
                         pthr = tl.where(last, thr, NO_KEY).to(tl.int32)
                         pfloor = tl.where(last, floor, NEG)
                         q = 1 - q
-                        listed = state < 0  # (false) is every token of {s > v} in the lists?
+                        listed = state < 0  # (false) do the lists (and a few positions) do?
                         if LISTS:
-                            listed = (state == 0) & (v > xl * inv_t)
+                            listed = state == 0
+                            if listed & (v <= xl * inv_t):
+                                listed = tl.sum(_unlisted(lists, inv_t, v, L, KR).to(tl.int32)) <= _UNLISTED
                         if listed:  # a few KB instead of the row
-                            _list_pass(lists, inv_t, m, v, rec, q, L, KR)
+                            _list_pass(lists, inv_t, m, v, rec, q, logits_ptr, mask_ptr, row_masked, V,
+                                       HAS_BITMASK, L, KR, KPOS)
                         else:
                             _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, pv, pthr,
                                           pfloor, rec, q, HAS_BITMASK, L, KR, LW)

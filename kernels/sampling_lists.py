@@ -6,17 +6,23 @@ them: lists row [NUM_LEVELS, KR * L] float32 x (not s), indexed by the position'
 first tile (grid row k < KR, lane), _FLOOR where a position saw fewer tokens. Every token whose
 x is above X, the largest last level over the row's positions, is in some list, so a support
 {s > v} with v > X * inv_t is known exactly from the lists: its lane records come from
-NUM_LEVELS * KR * L values (24 KB at a 2048-token tile) instead of a pass over the row.
+NUM_LEVELS * KR * L values (24 KB at a 2048-token tile) instead of a pass over the row. Below
+X, only the positions whose last level is >= v can miss a token of the support; _list_pass
+re-reads just those positions' tokens (V / (KR * L) each) while they are few (MAX_UNLISTED).
 A rejection round of a filtered row then costs a few KB of reads, not a pass of V * 4 bytes:
-with randn * 4 logits, top-k 50 or top-p 0.9 keep ~50 tokens of 128k and X is near the ~300th
-largest value, so a candidate below X (a pass over the row) is rare.
+with randn * 4 logits, top-k 50 or top-p 0.9 keep ~50 tokens of 128k and X is near the ~270th
+largest value; ~3% of rows draw a first candidate below it, and those re-read a few positions.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
+from .sampling_row import _row_block
+
 NUM_LEVELS = 3  # values kept per position: the running max and two below it
+_LEVELS = tl.constexpr(NUM_LEVELS)
+MAX_UNLISTED = 64  # positions _list_pass re-reads at most; more: a pass over the row
 
 
 @triton.jit
@@ -39,20 +45,45 @@ def _store_lists(lists, pos, lm, l1, l2, KRL: tl.constexpr):
 
 
 @triton.jit
-def _list_pass(lists, inv_t, m, v, rec, q, L: tl.constexpr, KR: tl.constexpr):
+def _unlisted(lists, inv_t, v, L: tl.constexpr, KR: tl.constexpr):
+    """[KR, L] bool: positions whose list may miss a token with s >= v (last level >= v)."""
+    pos = tl.arange(0, KR)[:, None] * L + tl.arange(0, L)[None, :]
+    return tl.load(lists + (_LEVELS - 1) * (KR * L) + pos) * inv_t >= v
+
+
+@triton.jit
+def _list_pass(lists, inv_t, m, v, rec, q, logits_ptr, mask_ptr, row_masked, V, HAS_BITMASK: tl.constexpr,
+               L: tl.constexpr, KR: tl.constexpr, KPOS: tl.constexpr):
     """The lane records of parity q (as sampling_records._support_pass writes them) of the
-    support {s > v}, from the lists; exact when v > X * inv_t (every token >= v is listed)."""
+    support {s > v}: from the lists where a position's list holds every token >= v, and from
+    re-reading the KPOS tokens of each other position (its tokens are KR * L apart). Meant for
+    few such positions (_unlisted): one gather of a position's tokens per position."""
     pos = tl.arange(0, KR)[:, None] * L + tl.arange(0, L)[None, :]  # [KR, L]
+    full = _unlisted(lists, inv_t, v, L, KR)
     lz = tl.zeros((KR, L), tl.float32)  # per position: mass exp(s - m), count, ties with v
     lc = tl.zeros((KR, L), tl.float32)
     le = tl.zeros((KR, L), tl.float32)
-    for lev in tl.static_range(NUM_LEVELS):
+    for lev in tl.static_range(_LEVELS):
         s = tl.load(lists + lev * (KR * L) + pos) * inv_t
-        keep = s > v
+        keep = (s > v) & (full == 0)
         lz += tl.where(keep, tl.exp(s - m), 0.0)
         lc += keep.to(tl.float32)
-        le += (s == v).to(tl.float32)
+        le += ((s == v) & (full == 0)).to(tl.float32)
     lanes = tl.arange(0, L)
-    tl.store(rec + (1 + 3 * q) * L + lanes, tl.sum(lz, axis=0))
-    tl.store(rec + (2 + 3 * q) * L + lanes, tl.sum(lc, axis=0))
-    tl.store(rec + (3 + 3 * q) * L + lanes, tl.sum(le, axis=0))
+    rz = tl.sum(lz, axis=0)  # [L]
+    rc = tl.sum(lc, axis=0)
+    re = tl.sum(le, axis=0)
+    BIG = 2147483647
+    p = tl.zeros((), tl.int32) - 1
+    for _ in range(tl.sum(full.to(tl.int32))):  # the unlisted positions, in order
+        p = tl.min(tl.where(full & (pos > p), pos, BIG))
+        offs = p + tl.arange(0, KPOS) * (KR * L)  # [KPOS] the position's tokens
+        sp = _row_block(logits_ptr, mask_ptr, row_masked, offs, V, inv_t, HAS_BITMASK)[1]
+        above = sp > v
+        here = lanes == p % L
+        rz += tl.where(here, tl.sum(tl.where(above, tl.exp(sp - m), 0.0)), 0.0)
+        rc += tl.where(here, tl.sum(above.to(tl.float32)), 0.0)
+        re += tl.where(here, tl.sum((sp == v).to(tl.float32)), 0.0)
+    tl.store(rec + (1 + 3 * q) * L + lanes, rz)
+    tl.store(rec + (2 + 3 * q) * L + lanes, rc)
+    tl.store(rec + (3 + 3 * q) * L + lanes, re)
