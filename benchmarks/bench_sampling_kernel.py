@@ -109,9 +109,10 @@ def sweep(bw: float, batch_sizes=(512, 1), shapes=((1024, 4), (2048, 4), (1024, 
                                generator=g) for _ in range(n_rot)]
         keys = torch.randint(-2**31, 2**31 - 1, (bs, 2), dtype=torch.int32, device="cuda", generator=g)
         floor_us = (bs * vocab * 4 + bs * words * 4) / bw * 1e6
-        for tile, warps in shapes:
+        for launch in shapes:
+            tile, warps = launch[:2]
             for shape in ms.LAUNCH:
-                ms.LAUNCH[shape] = (tile, warps)
+                ms.LAUNCH[shape] = launch
             cells = []
             for mode in ("greedy", "temperature", "top-p 0.9", "top-k 50"):
                 t, k, p, mp = MODES[mode]
@@ -126,7 +127,7 @@ def sweep(bw: float, batch_sizes=(512, 1), shapes=((1024, 4), (2048, 4), (1024, 
                                             may_sample=mode != "greedy")
                 us = graph_us(fused)
                 cells.append(f"{us:.1f} ({us / floor_us:.2f}x)")
-            rows.append([bs, tile, warps] + cells)
+            rows.append([bs, tile, warps if len(launch) == 2 else f"{warps} (<= {launch[2]} regs)"] + cells)
             print(rows[-1], flush=True)
         del logits, masks
     ms.LAUNCH.clear()
@@ -141,7 +142,8 @@ def main() -> None:
     ap.add_argument("--vocab", default="49152,128256")
     ap.add_argument("--sweep", action="store_true", help="time launch shapes first (not written)")
     ap.add_argument("--sweep-bs", default="512,1", help="batch sizes of --sweep")
-    ap.add_argument("--sweep-shapes", default="1024x4,2048x4,1024x8,2048x8", help="tile x warps of --sweep")
+    ap.add_argument("--sweep-shapes", default="1024x4,2048x4,1024x8,2048x8",
+                    help="tile x warps of --sweep, optionally r<registers cap>: 1024x4r128")
     ap.add_argument("--sweep-only", action="store_true")
     args = ap.parse_args()
     import triton.testing
@@ -150,7 +152,7 @@ def main() -> None:
     bw = copy_bandwidth()
     if args.sweep or args.sweep_only:
         sweep(bw, tuple(map(int, args.sweep_bs.split(","))),
-              tuple(tuple(map(int, s.split("x"))) for s in args.sweep_shapes.split(",")))
+              tuple(tuple(map(int, s.replace("r", "x").split("x"))) for s in args.sweep_shapes.split(",")))
         if args.sweep_only:
             return
     num_sms = torch.cuda.get_device_properties(0).multi_processor_count

@@ -49,11 +49,14 @@ _NEG_INF = float("-inf")
 MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
 # launch shape per specialisation and row split: (tokens per tile (sampling_records.py), warps
-# per program). Measured (bench_sampling_kernel --sweep, H200, 2026-11-28, vocab 128k, word-tile
-# pass 1): whole rows (bs 512) greedy 72.8 µs at 2048 x 4 against 85.6-98.1 at the others;
-# temperature 93.1 at 1024 x 8 against 98.8-121.6; the filters kernel 394 at 2048 x 4 against
-# 422-587 (tenth session). Split rows (bs 1): 1024 x 4 best or within noise in every mode.
-LAUNCH = {("greedy", "whole"): (2048, 4), ("sample", "whole"): (1024, 8), ("filters", "whole"): (2048, 4),
+# per program[, registers per thread cap]). Measured (bench_sampling_kernel --sweep, H200,
+# 2026-11-28, vocab 128k, word-tile pass 1, tenth session): whole rows (bs 512) greedy 72.4 µs at
+# 2048 x 4 against 75.5-98 at the others; temperature 85.0 at 1024 x 8 capped at 64 registers
+# (four programs per SM, so all 512 rows resident) against 86.8 uncapped and 87.8-118 at
+# 2048 x 4; the filters kernel 198 at 2048 x 4 (254 registers, two programs per SM) against
+# 208-350 at 1024 x 4 / 8 and capped shapes (their spills cost more than the occupancy gains).
+# Split rows (bs 1): 1024 x 4 best or within noise in every mode.
+LAUNCH = {("greedy", "whole"): (2048, 4), ("sample", "whole"): (1024, 8, 64), ("filters", "whole"): (2048, 4),
           ("greedy", "split"): (1024, 4), ("sample", "split"): (1024, 4), ("filters", "split"): (1024, 4)}
 
 
@@ -231,7 +234,8 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
                          f"got {splits}")
     lanes = LANES // splits  # per program
     kind = "filters" if may_filter else "sample" if may_sample else "greedy"
-    tile, num_warps = LAUNCH[(kind, "whole" if splits == 1 else "split")]
+    tile, num_warps, *cap = LAUNCH[(kind, "whole" if splits == 1 else "split")]
+    maxnreg = cap[0] if cap else None  # registers per thread, when capped
     kr = max(1, tile // lanes)  # grid rows per tile
     kmax = triton.next_power_of_2(-(-vocab // LANES))  # grid rows of a lane
     kpos = triton.next_power_of_2(-(-vocab // (kr * LANES)))  # tokens per tile position
@@ -255,10 +259,10 @@ def masked_sample(logits: torch.Tensor, bitmask: Optional[torch.Tensor], tempera
     # what Triton specialises this kernel on (pointer dtypes and the alignment of the two
     # streamed tensors; the other pointers are read one scalar at a time)
     key = (device, WORD_TILES, may_filter, may_sample, logits.dtype, top_k.dtype, has_bitmask, has_mask is not None,
-           is_greedy is not None, splits, kr, kmax, kpos, num_warps, logits.data_ptr() % 16,
+           is_greedy is not None, splits, kr, kmax, kpos, num_warps, maxnreg, logits.data_ptr() % 16,
            bitmask.data_ptr() % 16 if has_bitmask else 0,
            tuple((n % 16, n == 1) for n in (logits.stride(0), stride_m, vocab)))
-    _launch(key, (bs, splits), args, num_warps=num_warps)
+    _launch(key, (bs, splits), args, num_warps, maxnreg)
     return SampledTokens(tokens, logprobs)
 
 
@@ -279,12 +283,13 @@ def _can_launch_directly() -> bool:
     return _DIRECT_LAUNCH[0]
 
 
-def _launch(key, grid, args, num_warps: int) -> None:
+def _launch(key, grid, args, num_warps: int, maxnreg: Optional[int] = None) -> None:
     """Launch the kernel; after the first call of a specialisation, straight through the
     compiled kernel's launcher (Triton's JIT dispatch costs tens of µs per call on the host)."""
     kernel = _COMPILED.get(key)
     if kernel is None or not args[0].is_cuda or not _can_launch_directly():
-        kernel = masked_sample_kernel[grid](*args, num_warps=num_warps)
+        cap = {} if maxnreg is None else {"maxnreg": maxnreg}
+        kernel = masked_sample_kernel[grid](*args, num_warps=num_warps, **cap)
         if args[0].is_cuda:
             _COMPILED[key] = kernel
         return

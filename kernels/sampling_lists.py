@@ -26,15 +26,6 @@ MAX_UNLISTED = 64  # positions _list_pass re-reads at most; more: a pass over th
 
 
 @triton.jit
-def _lists_step(x, lm, l1, l2):
-    """Insert the tile x into each position's top three lm >= l1 >= l2 (lm: pass 1's running
-    max before this tile; _pass1_step updates it). Returns the new (l1, l2); ties are kept."""
-    l2 = tl.maximum(l2, tl.minimum(l1, x))
-    l1 = tl.maximum(l1, tl.minimum(lm, x))
-    return l1, l2
-
-
-@triton.jit
 def _store_lists(lists, pos, lm, l1, l2, KRL: tl.constexpr):
     """Store the three levels at positions pos (tile-shaped, any rank) of a lists row whose
     levels are KRL apart; returns X, the largest last level (in x)."""
