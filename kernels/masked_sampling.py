@@ -50,12 +50,12 @@ MAX_SPLITS = 64  # programs per row at bs 1 (a power of two)
 MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
 # launch shape per specialisation and row split: (tokens per tile (sampling_records.py), warps
 # per program[, registers per thread cap]). Measured (bench_sampling_kernel --sweep, H200,
-# 2026-11-28, vocab 128k, word-tile pass 1, tenth session): whole rows (bs 512) greedy 72.4 µs at
-# 2048 x 4 against 75.5-98 at the others; temperature 85.0 at 1024 x 8 capped at 64 registers
-# (four programs per SM, so all 512 rows resident) against 86.8 uncapped and 87.8-118 at
-# 2048 x 4; the filters kernel 198 at 2048 x 4 (254 registers, two programs per SM) against
-# 208-350 at 1024 x 4 / 8 and capped shapes (their spills cost more than the occupancy gains).
-# Split rows (bs 1): 1024 x 4 best or within noise in every mode.
+# 2026-11-28, vocab 128k, tenth session): whole rows (bs 512) greedy 72.2 µs at 2048 x 4 against
+# 75.5-98 at the others; temperature 82.7 at 1024 x 8 capped at 64 registers (four programs per
+# SM, so all 512 rows resident) against 87.4 uncapped and 110 at 2048 x 4; the filters kernel
+# 186-187 at 2048 x 4 (254 registers, two programs per SM) against 201-350 at 1024 x 4 / 8 and
+# capped shapes (their spills cost more than the occupancy gains). Split rows (bs 1): 1024 x 4
+# best or within noise in every mode.
 LAUNCH = {("greedy", "whole"): (2048, 4), ("sample", "whole"): (1024, 8, 64), ("filters", "whole"): (2048, 4),
           ("greedy", "split"): (1024, 4), ("sample", "split"): (1024, 4), ("filters", "split"): (1024, 4)}
 
@@ -63,7 +63,8 @@ LAUNCH = {("greedy", "whole"): (2048, 4), ("sample", "whole"): (1024, 8, 64), ("
 # Pass 1 on [rows, words, 32] tiles: a bitmask word loaded once per thread instead of once per
 # token (sampling_kernel.py), whenever a program has >= 32 lanes (whole rows). On the H200 at
 # bs 512 x 128k: greedy 72.8 µs against 106 on [rows, lanes] tiles, temperature 93.1 against
-# 118 (GPU tests pass, tenth session). SGL_LANG_WORD_TILES=0 turns it off.
+# 118 (GPU tests pass, tenth session, before the later pass-1 changes). SGL_LANG_WORD_TILES=0
+# turns it off.
 WORD_TILES = os.environ.get("SGL_LANG_WORD_TILES", "1") != "0"
 
 
