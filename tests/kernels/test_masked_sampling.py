@@ -141,6 +141,15 @@ def test_lists_and_row_passes_match_reference(seed):
 
 
 @needs_interpreter
+def test_lists_with_ties_match_reference():
+    """Logits on a half-integer grid (a few dozen values, so ties everywhere, also between a
+    candidate and the lists' levels): the same tokens as the reference."""
+    batch = random_batch(8, 20000, 3, **HARSH)
+    batch["logits"] = (batch["logits"] * 2).round() / 2
+    assert_same(masked_sample(**batch, use_triton=True), reference(batch))
+
+
+@needs_interpreter
 def test_triton_takes_the_samplers_tensors_as_they_are():
     """[bs, 1] temperature with greedy flags, int64 top-k with V = off, no has_mask, bf16 logits."""
     batch = random_batch(4, 260, 6, temps=[1.0, 0.8, 1.0, 1.2], top_ks=[260, 3, 260, 260],
