@@ -9,16 +9,18 @@ number of SMs, so every program is resident. Every program then reads all of the
 order, so all take the same decisions.
 
 Passes over the row:
-    1. stats: per tile position the max and normaliser of x (and of s = x / T for sampling
-       rows), reduced at the end to lane records and the greedy argmax and logsumexp. One exp
-       per token (two when T != 1); no noise per token. Greedy rows end here; sampling rows draw
+    1. stats (sampling_pass1.py): per tile position the max and normaliser of x (and of
+       s = x / T for sampling rows), reduced at the end to lane records and the greedy argmax
+       and logsumexp. One exp per token (two for sampling rows); no noise per token; a variant
+       per row kind (branch per program). Greedy rows end here; sampling rows draw
        c_0 by inverse CDF: the lane from the lanes' cumulative masses, then the token by
        re-reading that lane. Unfiltered rows end there.
     2. test of a candidate c (filtered rows whose thresholds are unknown): count and mass of
        s > s[c], which decide whether top-k / top-p keep c, and the lane records of {s > s[c]}:
        the support of the next draw when c is rejected. Usually c_0 or c_1 is kept. Whole-row
        programs (LISTS) answer it from each tile position's top three values, stored by pass 1
-       (sampling_lists.py), whenever they list every token above s[c]: usually no second pass.
+       (sampling_lists.py), plus a re-read of the few positions whose list may miss a token
+       above s[c]: usually no second pass over the row.
     3. rare: when a test cannot decide (top-p's normaliser over top-k's set) or the rounds run
        out, exact thresholds by a 16-way key search (sampling_search.py), and for the last
        round the lane records of what the filters keep. Min-p needs no search: its bound on s
