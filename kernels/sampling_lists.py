@@ -18,6 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .sampling_records import _write_records
 from .sampling_row import _row_block
 
 NUM_LEVELS = 3  # values kept per position: the running max and two below it
@@ -75,6 +76,4 @@ def _list_pass(lists, inv_t, m, v, rec, q, logits_ptr, mask_ptr, row_masked, V, 
         rz += tl.where(here, tl.sum(tl.where(above, tl.exp(sp - m), 0.0)), 0.0)
         rc += tl.where(here, tl.sum(above.to(tl.float32)), 0.0)
         re += tl.where(here, tl.sum((sp == v).to(tl.float32)), 0.0)
-    tl.store(rec + (1 + 3 * q) * L + lanes, rz)
-    tl.store(rec + (2 + 3 * q) * L + lanes, rc)
-    tl.store(rec + (3 + 3 * q) * L + lanes, re)
+    _write_records(rec, q, lanes, rz, rc, re, L)

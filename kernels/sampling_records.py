@@ -59,10 +59,16 @@ def _support_pass(logits_ptr, mask_ptr, row_masked, q0, V, inv_t, m, v, thr, flo
         lz += tl.where(keep, tl.exp(s - m), 0.0)
         lc += keep.to(tl.float32)
         le += (s == v).to(tl.float32)
-    lanes = q0 + tl.arange(0, LW)
-    tl.store(rec + (1 + 3 * q) * L + lanes, tl.sum(lz, axis=0))
-    tl.store(rec + (2 + 3 * q) * L + lanes, tl.sum(lc, axis=0))
-    tl.store(rec + (3 + 3 * q) * L + lanes, tl.sum(le, axis=0))
+    _write_records(rec, q, q0 + tl.arange(0, LW), tl.sum(lz, axis=0), tl.sum(lc, axis=0), tl.sum(le, axis=0), L)
+
+
+@triton.jit
+def _write_records(rec, q, lanes, z, cnt, ties, L: tl.constexpr):
+    """Store the lane records of parity q: per lane (lanes: their ids) the support's mass z,
+    its count and the count of ties with the candidate."""
+    tl.store(rec + (1 + 3 * q) * L + lanes, z)
+    tl.store(rec + (2 + 3 * q) * L + lanes, cnt)
+    tl.store(rec + (3 + 3 * q) * L + lanes, ties)
 
 
 @triton.jit
