@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from .sampling_chain import LANES, MAX_ROUNDS
-from .sampling_lists import MAX_UNLISTED, _list_pass, _unlisted
+from .sampling_lists import _LEVELS, MAX_UNLISTED, _list_pass, _unlisted
 from .sampling_noise import uniform_tl
 from .sampling_pass1 import _pass1
 from .sampling_records import _draw, _load_records, _support_pass, _totals
@@ -67,7 +67,7 @@ def masked_sample_kernel(logits_ptr, stride_l, mask_ptr, stride_m, has_mask_ptr,
     logits_ptr += row.to(tl.int64) * stride_l
     mask_ptr += row.to(tl.int64) * stride_m
     rec = rec_ptr + row.to(tl.int64) * (7 * L)
-    lists = lists_ptr + row.to(tl.int64) * (3 * KR * L)  # (LISTS: SPLITS == 1; sampling_lists.py)
+    lists = lists_ptr + row.to(tl.int64) * (_LEVELS * KR * L)  # (LISTS: SPLITS == 1; sampling_lists.py)
     q0 = split * LW  # this program's first lane
     lo = split * chunk  # its part of the row for the threshold search
     hi = tl.minimum(lo + chunk, V)
