@@ -27,10 +27,11 @@ class GenerateAPI:
             if prompt == "":
                 raise InvalidRequest("prompt: must not be empty")
             ids = self.tokenizer.encode(prompt)
-        elif isinstance(prompt, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        elif isinstance(prompt, (list, tuple)) and set(map(type, prompt)) <= {int}:  # (no bools)
             ids = list(prompt)
-            bad = [t for t in ids if not 0 <= t < self.loaded.vocab_size]
-            if bad:
+            vocab = self.loaded.vocab_size
+            if ids and not (min(ids) >= 0 and max(ids) < vocab):  # (C loops: 64 x 512 ids in ~1 ms)
+                bad = [t for t in ids if not 0 <= t < vocab]
                 raise InvalidRequest(f"input_ids: token ids must be in [0, {self.loaded.vocab_size}), got {bad[:5]}")
         else:
             raise InvalidRequest(f"prompt: expected a string or a list of token ids, got {type(prompt).__name__}")
