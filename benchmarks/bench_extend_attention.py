@@ -1,4 +1,4 @@
-"""Extend (prefill) attention launch shapes on the GPU: BLOCK_N x num_warps x num_stages.
+"""Extend (prefill) attention launch shapes on the GPU: BLOCK_N x num_warps x num_stages x BLOCK_M.
 
     python -m benchmarks.bench_extend_attention
 
@@ -15,26 +15,27 @@ import triton.testing
 
 from benchmarks.gpu_timing import extend_inputs
 from benchmarks.report import table
-from sgl_lang.kernels.attention_extend import EXTEND_LAUNCH, extend_attention, extend_blocks
+from sgl_lang.kernels.attention_extend import BLOCK_M, EXTEND_LAUNCH, extend_attention, extend_blocks
 
 CASES = [("8B 16x512", 16, 512, 32, 8, 128), ("8B 1x4096", 1, 4096, 32, 8, 128),
          ("135M 16x512", 16, 512, 9, 3, 64)]
-LAUNCHES = [(bn, w, st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2, 3)]
+LAUNCHES = [(bn, w, st, bm) for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3)]
 
 
 def main() -> None:
     rows = []
     for name, bs, seq, hq, hkv, d in CASES:
         q, kc, vc, r2t, starts, zeros, ext = extend_inputs(bs, seq, hq, hkv, d, shuffled=True)
-        blocks = extend_blocks(ext.cpu()).to("cuda")
-        blocks = (blocks[0], blocks[1])
+        by_m = {bm: tuple(extend_blocks(ext.cpu(), block_m=bm).to("cuda")) for bm in (64, 128)}
+        blocks = by_m[BLOCK_M]
         flops = 4 * bs * hq * d * seq * seq / 2
         ref = extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq, blocks=blocks)
-        default = EXTEND_LAUNCH.get(triton.next_power_of_2(d))
+        default = EXTEND_LAUNCH.get(triton.next_power_of_2(d)) + (BLOCK_M,)
         timed = []
         for launch in LAUNCHES:
             try:
-                out = extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq, blocks=blocks, launch=launch)
+                out = extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq, blocks=by_m[launch[3]],
+                                       launch=launch)
             except Exception as e:  # out of shared memory or registers
                 print(name, launch, type(e).__name__)
                 continue
@@ -43,7 +44,7 @@ def main() -> None:
                 print(name, launch, f"max error {err:.3g} vs the default launch: skipped")
                 continue
             ms = triton.testing.do_bench(lambda: extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq,
-                                                                  blocks=blocks, launch=launch))
+                                                                  blocks=by_m[launch[3]], launch=launch))
             timed.append((ms, launch))
             print(name, launch, f"{ms * 1e3:.1f} µs", flush=True)
         timed.sort()
@@ -53,7 +54,7 @@ def main() -> None:
                          f"{dflt / ms:.2f}x" + (" (default)" if launch == default else "")])
         rows.append([name, f"{default} default", f"{dflt * 1e3:.1f}", f"{flops / dflt / 1e9:.0f}", "1.00x"])
     print(f"\n{torch.cuda.get_device_name(0)}: extend attention, best three launches per case and the default")
-    print(table(["case", "(BLOCK_N, warps, stages)", "µs", "TFLOP/s", "vs default"], rows))
+    print(table(["case", "(BLOCK_N, warps, stages, BLOCK_M)", "µs", "TFLOP/s", "vs default"], rows))
 
 
 if __name__ == "__main__":

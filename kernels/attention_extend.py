@@ -112,16 +112,16 @@ BLOCK_M = 64  # new tokens per program
 EXTEND_LAUNCH = {64: (64, 4, 3), 128: (64, 4, 3)}  # H200 sweep: bench_extend_attention.py
 
 
-def _block_counts(extend_lens: torch.Tensor) -> torch.Tensor:
-    """[bs] host ints -> [bs] int64: BLOCK_M-token blocks per sequence."""
-    return (extend_lens.to(torch.int64) + BLOCK_M - 1) // BLOCK_M
+def _block_counts(extend_lens: torch.Tensor, block_m: int = BLOCK_M) -> torch.Tensor:
+    """[bs] host ints -> [bs] int64: block_m-token blocks per sequence."""
+    return (extend_lens.to(torch.int64) + block_m - 1) // block_m
 
 
-def extend_blocks(extend_lens: torch.Tensor, num_blocks: int | None = None) -> torch.Tensor:
+def extend_blocks(extend_lens: torch.Tensor, num_blocks: int | None = None, block_m: int = BLOCK_M) -> torch.Tensor:
     """extend_lens: [bs] ints on the host -> [2, num_blocks] int32 on the host: row 0 the sequence
-    of each BLOCK_M-token block, row 1 its block number in that sequence; padded with
-    (-1, 0) up to num_blocks when given (at least cdiv(sum, BLOCK_M) + bs covers any batch)."""
-    counts = _block_counts(extend_lens)
+    of each block_m-token block, row 1 its block number in that sequence; padded with
+    (-1, 0) up to num_blocks when given (at least cdiv(sum, block_m) + bs covers any batch)."""
+    counts = _block_counts(extend_lens, block_m)
     total = int(counts.sum())
     size = total if num_blocks is None else num_blocks
     if size < total:
@@ -191,9 +191,10 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      extend_lens: torch.Tensor, max_extend_len: int,
                      out: torch.Tensor | None = None,
                      blocks: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     launch: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """See the module docstring. launch = (BLOCK_N, num_warps, num_stages) overrides the
-    default launch shape (benchmarks/bench_extend_attention.py compares them)."""
+                     launch: tuple[int, ...] | None = None) -> torch.Tensor:
+    """See the module docstring. launch = (BLOCK_N, num_warps, num_stages[, block_m]) overrides
+    the default launch shape (benchmarks/bench_extend_attention.py compares them); blocks must
+    then be built with the same block_m (extend_blocks(..., block_m=))."""
     check_paged_qkv(q, k_cache, v_cache, "[T, Hq, D]")
     num_tokens, hq, d = q.shape
     hkv = k_cache.shape[1]
@@ -207,9 +208,9 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if bs == 0 or (max_extend_len <= 0 if blocks is None else blocks[0].numel() == 0):
         return out
     block_d = triton.next_power_of_2(d)
-    block_n, warps, stages = launch or EXTEND_LAUNCH.get(block_d, (32, 4, 2))
+    block_n, warps, stages, block_m = (tuple(launch or EXTEND_LAUNCH.get(block_d, (32, 4, 2))) + (BLOCK_M,))[:4]
     if blocks is None:  # every sequence times the longest one's block count
-        per_seq = triton.cdiv(max_extend_len, BLOCK_M)
+        per_seq = triton.cdiv(max_extend_len, block_m)
         seqs = torch.arange(bs, dtype=torch.int32, device=q.device)
         blocks = (seqs.repeat_interleave(per_seq), torch.arange(per_seq, dtype=torch.int32, device=q.device).repeat(bs))
     block_seq, block_mb = blocks
@@ -220,7 +221,7 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _extend_kernel[grid](
         q, k_cache, v_cache, out, req_to_token, q_starts, prefix_lens, extend_lens, block_seq, block_mb,
         *paged_qkv_strides(q, k_cache, v_cache), out.stride(0), req_to_token.stride(0),
-        1.0 / math.sqrt(d), G=hq // hkv, D=d, BLOCK_D=block_d, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
+        1.0 / math.sqrt(d), G=hq // hkv, D=d, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
         num_warps=warps, num_stages=stages)
     return out
 

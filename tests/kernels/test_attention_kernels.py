@@ -75,7 +75,7 @@ def test_decode_merge_in_the_last_program_matches_two_launches(splits):
         torch.testing.assert_close(fused.float(), ref.float(), **_tol(torch.float32))
 
 
-def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed, blocks=None):
+def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed, blocks=None, launch=None):
     gen = torch.Generator().manual_seed(seed)
     seq_lens = [p + e for p, e in zip(prefix_lens, extend_lens)]
     k_cache, v_cache, r2t = _paged_cache(seq_lens, hkv, d, dtype, device, gen)
@@ -84,12 +84,13 @@ def _run_extend(prefix_lens, extend_lens, hq, hkv, d, dtype, device, seed, block
     p_t = torch.tensor(prefix_lens, device=device)
     e_t = torch.tensor(extend_lens, device=device)
     listed = None
+    block_m = launch[3] if launch else 64
     if blocks is not None:  # the block list: exact, or padded with no-work blocks (as a graph does)
         table = extend_blocks(torch.tensor(extend_lens), None if blocks == "exact" else
-                              (sum(extend_lens) + 63) // 64 + len(extend_lens) + 3).to(device)
+                              -(-sum(extend_lens) // block_m) + len(extend_lens) + 3, block_m=block_m).to(device)
         listed = (table[0], table[1])
     out = extend_attention(q, k_cache, v_cache, r2t, starts, p_t, e_t,
-                           0 if blocks == "padded" else max(extend_lens), blocks=listed)
+                           0 if blocks == "padded" else max(extend_lens), blocks=listed, launch=launch)
     ref = extend_attention_ref(q, k_cache, v_cache, r2t, p_t, e_t)
     torch.testing.assert_close(out.float(), ref.float(), **_tol(dtype))
 
@@ -106,12 +107,22 @@ def test_extend_matches_ref(prefix_lens, extend_lens, hq, hkv, d, blocks):
                 blocks=blocks)
 
 
+@pytest.mark.parametrize("blocks", [None, "padded"])
+def test_extend_with_128_row_blocks_matches_ref(blocks):
+    """A launch with block_m 128 (blocks listed at that size): several query blocks, a cached
+    prefix, a one-token row, causal across key tiles."""
+    device = "cuda" if CUDA else "cpu"
+    _run_extend([0, 5, 40], [200, 1, 130], 4, 2, 16, torch.float32, device, seed=11, blocks=blocks,
+                launch=(32, 4, 2, 128))
+
+
 def test_extend_blocks_lists_each_sequences_blocks_then_padding():
     table = extend_blocks(torch.tensor([130, 0, 64, 1]), num_blocks=8)
     assert table.dtype == torch.int32
     assert table[0].tolist() == [0, 0, 0, 2, 3, -1, -1, -1]
     assert table[1].tolist() == [0, 1, 2, 0, 0, 0, 0, 0]
     assert extend_blocks(torch.tensor([5])).tolist() == [[0], [0]]
+    assert extend_blocks(torch.tensor([130, 0, 64]), block_m=128).tolist() == [[0, 0, 2], [0, 1, 0]]
     with pytest.raises(ValueError, match="do not fit"):
         extend_blocks(torch.tensor([200]), num_blocks=3)
 
