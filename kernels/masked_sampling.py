@@ -55,10 +55,9 @@ MIN_SPLIT_LEN = 2048  # tokens per program, at least, when a row is split
 # SM, so all 512 rows resident) against 87.4 uncapped and 110 at 2048 x 4; the filters kernel
 # 186-187 at 2048 x 4 (254 registers, two programs per SM) against 201-350 at 1024 x 4 / 8 and
 # capped shapes (their spills cost more than the occupancy gains). Split rows (bs 1): 1024 x 4
-# best or within noise in every mode. Rows in two programs (bs 33-66; eleventh session, bs 64):
-# one program per SM streams 64k tokens, so it needs more loads in flight: greedy 19.5 µs at
-# 4096 x 8 against 40.4 at 1024 x 4, temperature 21.9 at 4096 x 16 against 40.3, filters 84.3
-# against 112-114 (bs 1 stays best at 1024 x 4: 6.1 / 8.4 / 16.9 against 7.2-10.4 / 10.0-14.2).
+# best in every mode. Rows in two programs ("split2", bs 33-66; bs 64 sweep): one program per SM
+# streams 64k tokens and needs more loads in flight: greedy 19.5 µs at 4096 x 8 vs 40.4, temperature
+# 21.9 at 4096 x 16 vs 40.3, filters 84.3 vs 112-114 (the same shapes are slower at bs 1).
 LAUNCH = {("greedy", "whole"): (2048, 4), ("sample", "whole"): (1024, 8, 64), ("filters", "whole"): (2048, 4),
           ("greedy", "split"): (1024, 4), ("sample", "split"): (1024, 4), ("filters", "split"): (1024, 4),
           ("greedy", "split2"): (4096, 8), ("sample", "split2"): (4096, 16), ("filters", "split2"): (4096, 16)}
