@@ -125,3 +125,24 @@ def test_decoding_after_graph_prefills(engines):
     after = graphs.get_stats()
     assert after["num_graph_steps"] > before["num_graph_steps"]
     graphs.check_integrity()
+
+
+def test_prefills_mixed_with_decodes_replay(engines):
+    """Prompts admitted while others decode: each step's decodes take their share of the chunk,
+    so every step that carries prefill tokens (with or without decodes) fits the CHUNK bucket
+    and replays; only pure decode steps use the decode graph."""
+    graphs, _ = engines
+    vocab = graphs.loaded.vocab_size
+    g = random.Random(2)
+    prompts = [[g.randrange(10, vocab) for _ in range(100)] for _ in range(8)]  # 800 tokens: >= 4 chunks
+    before = graphs.get_stats()
+    steps_before = graphs.num_steps
+    outs = graphs.generate(input_ids=prompts, sampling_params={"temperature": 0, "max_new_tokens": 6,
+                                                              "ignore_eos": True})
+    assert all(o["meta_info"]["completion_tokens"] == 6 for o in outs)
+    after = graphs.get_stats()
+    steps = graphs.num_steps - steps_before
+    prefill_replays = after["num_prefill_graph_steps"] - before["num_prefill_graph_steps"]
+    decode_replays = after["num_graph_steps"] - before["num_graph_steps"]
+    assert prefill_replays >= 4 and prefill_replays + decode_replays == steps, (prefill_replays, decode_replays, steps)
+    graphs.check_integrity()
