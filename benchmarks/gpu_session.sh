@@ -28,6 +28,8 @@
 #   bash benchmarks/gpu_session.sh wordtiles # sampling tests + bs 512 / 1 launch sweep with SGL_LANG_WORD_TILES=1 (~4 min)
 #   bash benchmarks/gpu_session.sh ncu       # Nsight Compute: bs-512 sampling kernels, the qkv decode GEMM -> $OUT/ncu_*.txt (~1 min)
 #   bash benchmarks/gpu_session.sh tp70      # bench_tp 70B at tp 4, or tp 2 when 2 GPUs   (~2 min)
+#   bash benchmarks/gpu_session.sh loopvsreplay  # 8B bs 64: kernels in the loop vs in a bare replay, PDL off; graph_vs_loop (~4 min)
+#   bash benchmarks/gpu_session.sh steps     # profile_steps: 135M and 8B bs 64, step by step (~3 min)
 #
 #   bash benchmarks/gpu_session.sh tests:200 tp70:300   # a part's timeout can be given after a colon
 #
@@ -117,8 +119,12 @@ for arg in "$@"; do
                    tests/runtime/test_decode_gemm_gpu.py -k pdl; python3 -m benchmarks.bench_decode_gemm --steps-only --m 64 48;
                    for d in 1 0; do echo disable_pdl=\$d; python3 -m benchmarks.bench_gpu --shapes llama-3.1-8b --no-hf \
                    --no-offline --no-kernels --no-write --flag disable_pdl=\$d | grep -E '^[|] llama'; done" ;;
+        loopvsreplay) part loopvsreplay ${lim:-300} bash -c "python3 -m benchmarks.profile_decode --loop --shape llama-3.1-8b --bs 64 \
+                   --ctx 512 --out-len 256 --flag disable_pdl=1 | head -40; python3 -m benchmarks.profile_decode --shape llama-3.1-8b \
+                   --bs 64 --ctx 640 --flag disable_pdl=1; python3 -m benchmarks.graph_vs_loop" ;;
+        steps) part steps ${lim:-240} bash -c "for s in smollm2-135m llama-3.1-8b; do python3 -m benchmarks.profile_steps --shape \$s; done" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles, loopvsreplay, steps)" ;;
     esac
 done
 ls "$OUT"

@@ -77,10 +77,11 @@ def _kernel_totals(events, t0: float, t1: float, steps: int, top: int = 14) -> s
             + table(["kernel", "launches per step", "µs per step"], rows))
 
 
-def profile_loop(shape: str, bs: int, ctx: int, out_len: int = 64) -> str:
+def profile_loop(shape: str, bs: int, ctx: int, out_len: int = 64, **flags) -> str:
     cfg = SHAPES[shape]
     eng = random_engine(cfg, device="cuda", dtype="bfloat16", max_running_requests=max(bs, 64),
-                        cuda_graph_max_bs=max(bs, 64), chunked_prefill_size=8192, max_prefill_tokens=16384)
+                        cuda_graph_max_bs=max(bs, 64), chunked_prefill_size=8192, max_prefill_tokens=16384,
+                        **flags)
     g = random.Random(1)
     params = {"temperature": 0, "max_new_tokens": out_len, "ignore_eos": True}
     warm = [[g.randrange(10, cfg["vocab_size"]) for _ in range(ctx)] for _ in range(bs)]
@@ -139,11 +140,11 @@ def main() -> None:
     ap.add_argument("--loop", action="store_true", help="profile the engine loop (see the docstring)")
     ap.add_argument("--out-len", type=int, default=64, help="new tokens per request in --loop")
     ap.add_argument("--flag", action="append", default=[], metavar="NAME=INT",
-                    help="an integer engine flag (replay profile only), e.g. disable_pdl=1")
+                    help="an integer engine flag, e.g. disable_pdl=1 (kernel spans then do not overlap)")
     args = ap.parse_args()
     flags = {k: int(v) for k, _, v in (f.partition("=") for f in args.flag)}
     if args.loop:
-        text = profile_loop(args.shape, args.bs, args.ctx, args.out_len)
+        text = profile_loop(args.shape, args.bs, args.ctx, args.out_len, **flags)
         print(text)
         with open(os.path.join(os.environ.get("OUT", "."), f"profile_loop_{args.shape}_bs{args.bs}.txt"), "w") as f:
             f.write(text)
