@@ -208,7 +208,8 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if bs == 0 or (max_extend_len <= 0 if blocks is None else blocks[0].numel() == 0):
         return out
     block_d = triton.next_power_of_2(d)
-    block_n, warps, stages, block_m = (tuple(launch or EXTEND_LAUNCH.get(block_d, (32, 4, 2))) + (BLOCK_M,))[:4]
+    block_n, warps, stages, *rest = launch or EXTEND_LAUNCH.get(block_d, (32, 4, 2))
+    block_m = rest[0] if rest else BLOCK_M
     if blocks is None:  # every sequence times the longest one's block count
         per_seq = triton.cdiv(max_extend_len, block_m)
         seqs = torch.arange(bs, dtype=torch.int32, device=q.device)

@@ -133,13 +133,14 @@ class GenerateAPI:
         def pick(v, i):
             return v[i] if isinstance(v, list) else v
 
+        def parse(sp) -> SamplingParams:
+            return sp if isinstance(sp, SamplingParams) else SamplingParams.from_dict(sp)
+
+        # one sampling_params for every prompt is parsed once (SamplingParams is frozen)
+        shared = None if isinstance(sampling_params, list) else parse(sampling_params)
         reqs = []
-        shared = None  # one dict for the whole batch: parsed once (SamplingParams is frozen)
-        if not isinstance(sampling_params, list) and not isinstance(sampling_params, SamplingParams):
-            shared = SamplingParams.from_dict(sampling_params)
         for i, item in enumerate(items):
-            sp = pick(sampling_params, i) if isinstance(sampling_params, list) else sampling_params
-            params = shared or (sp if isinstance(sp, SamplingParams) else SamplingParams.from_dict(sp))
+            params = shared if shared is not None else parse(sampling_params[i])
             reqs.append(self.make_request(item, params, return_logprob=bool(pick(return_logprob, i)),
                                           logprob_start_len=pick(logprob_start_len, i),
                                           top_logprobs_num=pick(top_logprobs_num, i), stream=stream))
