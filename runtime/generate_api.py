@@ -32,7 +32,7 @@ class GenerateAPI:
             vocab = self.loaded.vocab_size
             if ids and not (min(ids) >= 0 and max(ids) < vocab):  # (C loops: 64 x 512 ids in ~1 ms)
                 bad = [t for t in ids if not 0 <= t < vocab]
-                raise InvalidRequest(f"input_ids: token ids must be in [0, {self.loaded.vocab_size}), got {bad[:5]}")
+                raise InvalidRequest(f"input_ids: token ids must be in [0, {vocab}), got {bad[:5]}")
         else:
             raise InvalidRequest(f"prompt: expected a string or a list of token ids, got {type(prompt).__name__}")
         if not ids:
