@@ -113,6 +113,13 @@ class EngineConfig:
         """Prefill token budget per step (chunked prefill)."""
         return self.chunked_prefill_size if self.chunked_prefill_size > 0 else self.max_prefill_tokens
 
+    @property
+    def max_step_tokens(self) -> int:
+        """Most tokens one step carries: a full prefill chunk plus up to min(max_running_requests,
+        cuda_graph_max_bs) decodes riding with it (more decodes than that take their share of the
+        chunk). The largest prefill CUDA graph is captured at this size."""
+        return self.chunk_size + min(self.max_running_requests, self.cuda_graph_max_bs)
+
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device

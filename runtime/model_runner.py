@@ -70,6 +70,8 @@ class ModelRunner:
         self.prefill_graphs: Optional[PrefillGraphRunner] = None
         self.num_prefill_graph_steps = 0  # prefills run by replaying a captured graph
         max_prefill = min(config.cuda_graph_max_prefill_tokens, config.chunk_size, max_len)
+        if max_prefill == config.chunk_size:  # a full chunk's graph also takes the decodes riding with it
+            max_prefill = config.max_step_tokens
         if self.graph_runner is not None and config.tp_size == 1 and max_prefill >= 16:
             self.prefill_graphs = PrefillGraphRunner(
                 self.model, self.attn, self.pool, max_prefill, min(config.max_running_requests, 256),

@@ -88,10 +88,10 @@ class Scheduler:
                                                           or seq_len >= max_context_len)):
                 # (with overlap, a req whose token in flight ends it by length decodes no further)
                 decodes.append(req)
-        # A step's tokens stay within the chunk: the decodes riding along take their share (so a
-        # mixed step still fits the prefill graph of a full chunk), though prefills keep at least
-        # half of it while more decodes than that run.
-        budget = max(budget - len(decodes), budget // 2)
+        # A step's tokens stay within max_step_tokens (the largest prefill graph): up to
+        # min(max_running_requests, cuda_graph_max_bs) decodes ride on top of a full chunk, more
+        # take their share of it, though prefills keep at least half of the chunk.
+        budget = max(min(budget, self.config.max_step_tokens - len(decodes)), budget // 2)
         # one allocation for all decodes when they fit (the common case): no retraction is needed
         block = self.pool.alloc(len(decodes)) if decodes else None
         if block is not None:

@@ -6,7 +6,10 @@ sgl_lang.kernels (the default on CUDA).
     decode:  decode_attention (split-K over the keys, then a merge)      two launches per layer
              (forward_rope without q/k norms: decode_attention_rope, the rotation and the store
              inside the attention launch: no rope_store_ launch)
-    extend:  extend_attention (flash-style over the paged prefix + new tokens)
+    extend:  extend_attention (flash-style over the paged prefix + new tokens); in an eager
+             mixed batch the leading one-token sequences (decodes riding with a prefill chunk)
+             go through decode_attention instead: the extend kernel would give each one a
+             64-row query block with one live row and stream its whole context for it
 
 Per-batch metadata (device copies of the lengths, the split count) is built once per
 ForwardBatch. For CUDA graphs the runners bind static device buffers with `bind_static_decode`
@@ -44,6 +47,10 @@ class _ExtendMeta:
     prefix_lens: torch.Tensor  # [bs] int32 on the device
     extend_lens: torch.Tensor  # [bs] int32 on the device
     blocks: tuple[torch.Tensor, torch.Tensor]  # ([nb], [nb]) int32 on the device: extend_blocks
+    # [nd] int32 on the device: key counts of the batch's first nd sequences, which add one token
+    # each (attended by decode_attention; the four fields above then describe sequences nd..,
+    # whose rows in q start at row nd); None: every sequence through extend_attention
+    decode_lens: Optional[torch.Tensor] = None
 
 
 class TritonAttentionBackend(AttentionBackend):
@@ -88,12 +95,17 @@ class TritonAttentionBackend(AttentionBackend):
             self._meta = _DecodeMeta(seq_lens, 0)  # split count fixed on the first layer (needs Hkv)
             return
         extend = fb.extend_lens
-        layout = ExtendMetaLayout.for_batch(extend)
-        packed = layout.pack(fb.prefix_lens, extend)  # one int32 buffer: lengths and block list
+        nd = _leading_single_tokens(extend)
+        rest = extend[nd:]
+        layout = ExtendMetaLayout.for_batch(rest)
+        packed = layout.pack(fb.prefix_lens[nd:], rest)  # one int32 buffer: lengths and block list
+        if nd:
+            packed = torch.cat([packed, fb.seq_lens[:nd].to(torch.int32)])  # + the decodes' key counts
         if device.type == "cuda":
             packed = packed.pin_memory()  # a pageable source may wait for the running step
         packed = packed.to(device, non_blocking=True)
-        self._meta = _ExtendMeta(*layout.views(packed, len(extend)))
+        self._meta = _ExtendMeta(*layout.views(packed[:layout.size], len(rest)),
+                                 decode_lens=packed[layout.size:] if nd else None)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
@@ -136,5 +148,19 @@ class TritonAttentionBackend(AttentionBackend):
             return decode_attention(q, k_cache, v_cache, fb.req_to_token, meta.seq_lens,
                                     meta.num_kv_splits)
         # the block list sets the grid, so no longest extend length is needed (0)
-        return extend_attention(q, k_cache, v_cache, fb.req_to_token, meta.q_starts,
-                                meta.prefix_lens, meta.extend_lens, 0, blocks=meta.blocks)
+        if meta.decode_lens is None:
+            return extend_attention(q, k_cache, v_cache, fb.req_to_token, meta.q_starts,
+                                    meta.prefix_lens, meta.extend_lens, 0, blocks=meta.blocks)
+        nd = meta.decode_lens.shape[0]
+        out = torch.empty(q.shape[0], q.shape[1] * q.shape[2], dtype=q.dtype, device=q.device)
+        decode_attention(q[:nd], k_cache, v_cache, fb.req_to_token[:nd], meta.decode_lens,
+                         pick_num_kv_splits(nd, k_cache.shape[1], self.num_sms), out=out[:nd])
+        extend_attention(q[nd:], k_cache, v_cache, fb.req_to_token[nd:], meta.q_starts, meta.prefix_lens,
+                         meta.extend_lens, 0, out=out[nd:], blocks=meta.blocks)
+        return out
+
+
+def _leading_single_tokens(extend_lens: torch.Tensor) -> int:
+    """How many sequences at the front of a batch add one token each ([bs] host ints)."""
+    other = (extend_lens != 1).nonzero()
+    return int(other[0, 0]) if len(other) else len(extend_lens)

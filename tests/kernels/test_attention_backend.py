@@ -16,17 +16,20 @@ CUDA = torch.cuda.is_available()
 TINY = dict(SHAPES["tiny"], num_hidden_layers=2, hidden_size=64, intermediate_size=128)
 
 
-def _batches(pool, device, prompt_lens, chunk):
+def _batches(pool, device, prompt_lens, chunk, mixed=False):
     """A two-chunk prefill of ragged prompts (the second chunk has a cached prefix), then a decode
-    step. -> list of ForwardBatch, all sharing one slot layout."""
+    step. mixed: the last prompt comes late, its whole prefill behind the others' decode step
+    (a mixed batch: one-token sequences first). -> list of ForwardBatch, sharing one slot layout."""
     gen = torch.Generator().manual_seed(1)
     slots = [pool.alloc(n + 1) for n in prompt_lens]  # +1: the decode token
     ids = [torch.randint(0, TINY["vocab_size"], (n + 1,), generator=gen) for n in prompt_lens]
     out = []
     assert min(prompt_lens) > chunk
-    out.append(_fb(ids, slots, [(0, chunk)] * len(prompt_lens), device))
-    out.append(_fb(ids, slots, [(chunk, n) for n in prompt_lens], device))
-    out.append(_fb(ids, slots, [(n, n + 1) for n in prompt_lens], device))
+    early = len(prompt_lens) - 1 if mixed else len(prompt_lens)
+    out.append(_fb(ids[:early], slots[:early], [(0, chunk)] * early, device))
+    out.append(_fb(ids[:early], slots[:early], [(chunk, n) for n in prompt_lens[:early]], device))
+    late = [(0, prompt_lens[-1])] if mixed else []
+    out.append(_fb(ids, slots, [(n, n + 1) for n in prompt_lens[:early]] + late, device))
     return out
 
 
@@ -43,32 +46,35 @@ def _fb(ids, slots, ranges, device):
         is_decode=bool((ext == 1).all()), logits_indices=(ext.cumsum(0) - 1).to(device))
 
 
-def _logits(model, backend, device, dtype, prompt_lens=(12, 17, 9), chunk=8):
+def _logits(model, backend, device, dtype, prompt_lens=(12, 17, 9), chunk=8, mixed=False):
     pool = KVPool(64, TINY["num_hidden_layers"], TINY["num_key_value_heads"], 16, dtype, device)
     attn = get_attention_backend(backend)
     outs = []
     with torch.inference_mode():
-        for fb in _batches(pool, device, list(prompt_lens), chunk):
+        for fb in _batches(pool, device, list(prompt_lens), chunk, mixed):
             hidden = model(fb, pool, attn)
             outs.append(model.compute_logits(hidden[fb.logits_indices]).float().cpu())
     return outs
 
 
 @pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
-def test_triton_backend_matches_torch_backend_on_cpu():
+@pytest.mark.parametrize("mixed", [False, True])
+def test_triton_backend_matches_torch_backend_on_cpu(mixed):
     model = random_loaded_model(TINY, torch.float32, "cpu", seed=0).model
-    ref = _logits(model, "torch", "cpu", torch.float32)
-    got = _logits(model, "triton", "cpu", torch.float32)
+    ref = _logits(model, "torch", "cpu", torch.float32, mixed=mixed)
+    got = _logits(model, "triton", "cpu", torch.float32, mixed=mixed)
     for r, g in zip(ref, got):
         torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-3)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_gpu_bf16_logits_match_cpu_reference():
-    ref = _logits(random_loaded_model(TINY, torch.float32, "cpu", seed=0).model, "torch", "cpu", torch.float32)
+@pytest.mark.parametrize("mixed", [False, True])
+def test_gpu_bf16_logits_match_cpu_reference(mixed):
+    ref = _logits(random_loaded_model(TINY, torch.float32, "cpu", seed=0).model, "torch", "cpu", torch.float32,
+                  mixed=mixed)
     got = _logits(random_loaded_model(TINY, torch.bfloat16, "cuda", seed=0).model, "triton", "cuda",
-                  torch.bfloat16)
+                  torch.bfloat16, mixed=mixed)
     for r, g in zip(ref, got):
         torch.testing.assert_close(g, r, atol=0.1, rtol=0.05)
 

@@ -87,12 +87,14 @@ def _batch(num_tokens: list[int], is_decode=False):
 def test_batches_up_to_max_seqs_and_the_largest_bucket_replay(engines):
     graphs, _ = engines
     runner = graphs.runner.prefill_graphs
-    assert runner is not None and runner.max_tokens == CHUNK and runner.buckets[-1] == CHUNK
+    step = CHUNK + 8  # a full chunk + up to cuda_graph_max_bs decodes riding with it
+    assert runner is not None and runner.max_tokens == step and runner.buckets[-2:] == [CHUNK, step]
     assert runner.max_seqs == 8
     assert runner.can_run(_batch([100])) and runner.can_run(_batch([50, 1, 70]))
+    assert runner.can_run(_batch([1] * 7 + [CHUNK]))
     assert not runner.can_run(_batch([1] * 9))  # more sequences than captured
     assert not runner.can_run(_batch([1], is_decode=True))
-    assert not runner.can_run(_batch([CHUNK + 1]))
+    assert not runner.can_run(_batch([step + 1]))
 
 
 def test_batched_prefill_graphs_match_eager(engines):
@@ -128,9 +130,9 @@ def test_decoding_after_graph_prefills(engines):
 
 
 def test_prefills_mixed_with_decodes_replay(engines):
-    """Prompts admitted while others decode: each step's decodes take their share of the chunk,
-    so every step that carries prefill tokens (with or without decodes) fits the CHUNK bucket
-    and replays; only pure decode steps use the decode graph."""
+    """Prompts admitted while others decode: a step's decodes ride on top of its prefill chunk,
+    so every step that carries prefill tokens (with or without decodes) fits the largest bucket
+    (CHUNK + cuda_graph_max_bs) and replays; only pure decode steps use the decode graph."""
     graphs, _ = engines
     vocab = graphs.loaded.vocab_size
     g = random.Random(2)
