@@ -12,6 +12,8 @@ time / 8, best of 3. The floor reads K and V once at the measured copy bandwidth
 """
 from __future__ import annotations
 
+import itertools
+
 import json
 import os
 
@@ -123,17 +125,25 @@ def _slot_layout(kind: str, bs: int, prompt: int, gen: int, run: int = 16) -> to
     return out
 
 
-def layouts(bw: float, copies: int = 4) -> None:
-    """Decode attention at the engine's launch over four slot layouts of the same lengths."""
+def _cache(slots: int, hkv: int, d: int, order: str) -> torch.Tensor:
+    """[slots, Hkv, D] bf16 random: "token" contiguous (a slot's heads together) or "head" (a
+    [Hkv, slots, D] buffer seen through a permuted view: each head's slots together)."""
+    if order == "token":
+        return torch.randn(slots, hkv, d, device="cuda", dtype=torch.bfloat16)
+    return torch.randn(hkv, slots, d, device="cuda", dtype=torch.bfloat16).permute(1, 0, 2)
+
+
+def layouts(bw: float, copies: int = 4, orders: tuple = ("token",)) -> None:
+    """Decode attention at the engine's launch over four slot layouts of the same lengths, for
+    each cache order in `orders` ("token": [slots, Hkv, D] contiguous, "head": head-major)."""
     from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
     rows = []
-    for name, bs, prompt, gen, hq, hkv, d in (("llama-3.1-8b", 64, 512, 128, 32, 8, 128),
-                                              ("smollm2-135m", 64, 512, 128, 9, 3, 64)):
+    for (name, bs, prompt, gen, hq, hkv, d), order in itertools.product(
+            (("llama-3.1-8b", 64, 512, 128, 32, 8, 128), ("smollm2-135m", 64, 512, 128, 9, 3, 64)), orders):
         seq = prompt + gen
         caches = []
         for _ in range(copies):
-            kc = torch.randn(bs * seq + 1, hkv, d, device="cuda", dtype=torch.bfloat16)
-            caches.append((kc, torch.randn_like(kc)))
+            caches.append((_cache(bs * seq + 1, hkv, d, order), _cache(bs * seq + 1, hkv, d, order)))
         q = torch.randn(bs, hq, d, device="cuda", dtype=torch.bfloat16)
         lens = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
         out = torch.empty(bs, hq * d, device="cuda", dtype=torch.bfloat16)
@@ -146,8 +156,8 @@ def layouts(bw: float, copies: int = 4) -> None:
                 for kc, vc in caches:
                     decode_attention(q, kc, vc, r2t, lens, s, out=out)
             us = graph_us(calls, copies)
-            rows.append([f"{name} bs={bs} len={seq} H={hq}/{hkv} D={d}", kind, us, nbytes / us / 1e6,
-                         nbytes / bw * 1e6])
+            rows.append([f"{name} bs={bs} len={seq} H={hq}/{hkv} D={d}", f"{order}-major, {kind}", us,
+                         nbytes / us / 1e6, nbytes / bw * 1e6])
             print(rows[-1], flush=True)
         del caches
     print(table(["shape", "slot layout", "µs", "TB/s", "KV floor µs"], rows))
@@ -194,6 +204,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--merge", action="store_true", help="only the merge comparison (seconds)")
     ap.add_argument("--layouts", action="store_true", help="only the slot-layout comparison (seconds)")
+    ap.add_argument("--head-major", action="store_true", help="with --layouts: also a head-major cache")
     ap.add_argument("--rope", action="store_true", help="only rope_store_ + attention vs the fused launch")
     args = ap.parse_args()
     bw = _bandwidth()
@@ -202,7 +213,7 @@ def main() -> None:
         rope(bw)
         return
     if args.layouts:
-        layouts(bw)
+        layouts(bw, orders=("token", "head") if args.head_major else ("token",))
         return
     if not args.merge:
         sweep(bw)

@@ -57,5 +57,26 @@ def main() -> None:
     print(table(["case", "(BLOCK_N, warps, stages, BLOCK_M)", "µs", "TFLOP/s", "vs default"], rows))
 
 
+def orders() -> None:
+    """The default launch over a token-major and a head-major cache (shuffled and in-order slots)."""
+    rows = []
+    for name, bs, seq, hq, hkv, d in CASES:
+        flops = 4 * bs * hq * d * seq * seq / 2
+        for shuffled in (True, False):
+            for head_major in (False, True):
+                q, kc, vc, r2t, starts, zeros, ext = extend_inputs(bs, seq, hq, hkv, d, shuffled, head_major)
+                blocks = tuple(extend_blocks(ext.cpu()).to("cuda"))
+                ms = triton.testing.do_bench(lambda: extend_attention(q, kc, vc, r2t, starts, zeros, ext, seq,
+                                                                      blocks=blocks))
+                rows.append([name, "shuffled" if shuffled else "in order", "head" if head_major else "token",
+                             f"{ms * 1e3:.1f}", f"{flops / ms / 1e9:.0f}"])
+                print(rows[-1], flush=True)
+    print(table(["case", "slots", "cache order", "µs", "TFLOP/s"], rows))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if "--orders" in sys.argv:
+        orders()
+    else:
+        main()

@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--decode-gemm", default=None, help="the engine's decode_gemm (auto, triton, cublas)")
     ap.add_argument("--no-fuse-rope", action="store_true",
                     help="decode: rope_store_ then attention (two launches), not decode_attention_rope")
+    ap.add_argument("--attention-backend", default=None, help="the engine's attention_backend (triton, flashinfer)")
     ap.add_argument("--flag", action="append", default=[], metavar="NAME=INT",
                     help="an integer engine flag for every engine built here, e.g. disable_pdl=1")
     args = ap.parse_args()
@@ -212,6 +213,8 @@ def main() -> None:
         TritonAttentionBackend.fuse_decode_rope = False
     if args.decode_gemm:
         ENGINE_FLAGS["decode_gemm"] = args.decode_gemm
+    if args.attention_backend:
+        ENGINE_FLAGS["attention_backend"] = args.attention_backend
     if args.prefill_graph_tokens is not None:
         ENGINE_FLAGS["cuda_graph_max_prefill_tokens"] = args.prefill_graph_tokens
     out_dir = os.environ.get("OUT", ".")

@@ -31,6 +31,8 @@
 #   bash benchmarks/gpu_session.sh loopvsreplay  # 8B bs 64: kernels in the loop vs in a bare replay, PDL off; graph_vs_loop (~4 min)
 #   bash benchmarks/gpu_session.sh steps     # profile_steps: 135M and 8B bs 64, step by step (~3 min)
 #
+#   bash benchmarks/gpu_session.sh flashinfer  # the flashinfer backend's tests, its kernels vs ours, engines on it (~6 min)
+#
 #   bash benchmarks/gpu_session.sh tests:200 tp70:300   # a part's timeout can be given after a colon
 #
 #   bash benchmarks/gpu_session.sh prepare   # HERE, before the call: the default model's config and
@@ -60,6 +62,10 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
 export NCCL_NVLS_ENABLE=0 PYTHONFAULTHANDLER=1 PYTHONUNBUFFERED=1
+# flashinfer (optional; its wheel in .whl) compiles its kernels with nvcc through ninja, into a cache
+# that a call may bring along as .fi_cache/fi_cache.tgz (the $OUT copy of an earlier call)
+export PATH=/tmp/site/bin:$PATH FLASHINFER_WORKSPACE_BASE=/tmp/fiws
+[ -f .fi_cache/fi_cache.tgz ] && mkdir -p /tmp/fiws && tar xzf .fi_cache/fi_cache.tgz -C /tmp/fiws
 [ -d .gpu_tokenizer ] && export SGL_LANG_TOKENIZER_MODEL_DIR=$PWD/.gpu_tokenizer
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 NGPU=$(nvidia-smi --list-gpus | wc -l)
@@ -123,8 +129,13 @@ for arg in "$@"; do
                    --ctx 512 --out-len 256 --flag disable_pdl=1 | head -40; python3 -m benchmarks.profile_decode --shape llama-3.1-8b \
                    --bs 64 --ctx 640 --flag disable_pdl=1; python3 -m benchmarks.graph_vs_loop" ;;
         steps) part steps ${lim:-240} bash -c "for s in smollm2-135m llama-3.1-8b; do python3 -m benchmarks.profile_steps --shape \$s; done" ;;
+        flashinfer) part flashinfer ${lim:-480} bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_attention_backend.py \
+                   tests/runtime/test_flashinfer_gpu.py; python3 -m benchmarks.bench_flashinfer_attention | tail -14;
+                   python3 -m benchmarks.bench_gpu --shapes smollm2-135m,llama-3.1-8b --no-hf --no-offline --no-kernels \
+                   --no-write --attention-backend flashinfer | grep -E '^[|] (llama|smollm)'" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles, loopvsreplay, steps)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles, loopvsreplay, steps, flashinfer)" ;;
     esac
 done
+[ -d /tmp/fiws/.cache ] && (cd /tmp/fiws && tar czf "$OUT/fi_cache.tgz" .cache)
 ls "$OUT"

@@ -32,10 +32,12 @@ def graph_us(calls, n: int) -> float:
     return best
 
 
-def extend_inputs(bs: int, seq: int, hq: int, hkv: int, d: int, shuffled: bool):
+def extend_inputs(bs: int, seq: int, hq: int, hkv: int, d: int, shuffled: bool, head_major: bool = False):
     t = bs * seq
-    kc = torch.randn(t + 1, hkv, d, device="cuda", dtype=torch.bfloat16)  # [slots + 1, Hkv, D]
-    vc = torch.randn_like(kc)
+    shape = (hkv, t + 1, d) if head_major else (t + 1, hkv, d)
+    kc, vc = (torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    if head_major:  # [slots + 1, Hkv, D] views of [Hkv, slots + 1, D] buffers
+        kc, vc = kc.permute(1, 0, 2), vc.permute(1, 0, 2)
     slots = torch.randperm(t, device="cuda") if shuffled else torch.arange(t, device="cuda")
     r2t = (slots + 1).view(bs, seq)  # [bs, seq] (slot 0 is the pool's dummy)
     q = torch.randn(t, hq, d, device="cuda", dtype=torch.bfloat16)  # [T, Hq, D]

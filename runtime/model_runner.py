@@ -44,6 +44,8 @@ class ModelRunner:
         self.vocab_size = loaded.vocab_size
         self.eos_token_ids = eos_token_ids
         self._mask_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgl-grammar-mask")
+        if config.attention_backend == "flashinfer" and self.device.type != "cuda":
+            raise ValueError(f"attention_backend='flashinfer' runs on CUDA devices only, got device {self.device}")
         # with tensor parallelism every rank must hold the same slot count: the smallest one
         self.pool = KVPool(agree_on_min(self._num_kv_slots()), loaded.num_layers, loaded.num_kv_heads,
                            loaded.head_dim, dtype, self.device)

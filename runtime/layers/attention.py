@@ -94,7 +94,7 @@ class AttentionBackend(ABC):
         v_cache[loc] = v.to(v_cache.dtype)
 
 
-ATTENTION_BACKEND_NAMES = ("torch", "triton")
+ATTENTION_BACKEND_NAMES = ("torch", "triton", "flashinfer")
 
 
 def get_attention_backend(name: str, **kwargs) -> AttentionBackend:
@@ -107,5 +107,8 @@ def get_attention_backend(name: str, **kwargs) -> AttentionBackend:
     if name == "triton":
         from .triton_attention import TritonAttentionBackend
         return TritonAttentionBackend(**kwargs)
+    if name == "flashinfer":  # optional: an ImportError saying what to install when it is missing
+        from .flashinfer_attention import FlashInferAttentionBackend
+        return FlashInferAttentionBackend(**kwargs)
     raise UnknownAttentionBackend(f"unknown attention backend {name!r}; supported: "
                                   f"{ATTENTION_BACKEND_NAMES} (and 'auto')")

@@ -46,8 +46,9 @@ def _fb(ids, slots, ranges, device):
         is_decode=bool((ext == 1).all()), logits_indices=(ext.cumsum(0) - 1).to(device))
 
 
-def _logits(model, backend, device, dtype, prompt_lens=(12, 17, 9), chunk=8, mixed=False):
-    pool = KVPool(64, TINY["num_hidden_layers"], TINY["num_key_value_heads"], 16, dtype, device)
+def _logits(model, backend, device, dtype, prompt_lens=(12, 17, 9), chunk=8, mixed=False, config=TINY):
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    pool = KVPool(64, config["num_hidden_layers"], config["num_key_value_heads"], head_dim, dtype, device)
     attn = get_attention_backend(backend)
     outs = []
     with torch.inference_mode():
@@ -109,3 +110,39 @@ def test_triton_backend_matches_torch_backend_on_cpu_with_qk_norm():
     got = _logits(model, "triton", "cpu", torch.float32)
     for r, g in zip(ref, got):
         torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-3)
+
+
+def _flashinfer_imports() -> bool:
+    try:
+        import flashinfer  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing or broken: the backend's tests skip
+        return False
+    return True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA or not _flashinfer_imports(), reason="needs CUDA and the flashinfer package")
+@pytest.mark.parametrize("mixed", [False, True])
+def test_gpu_flashinfer_logits_match_cpu_reference(mixed):
+    """The optional flashinfer backend (prefill wrapper for chunks and mixed batches, decode wrapper
+    for the decode step) against the CPU float32 reference, as the Triton backend above; head_dim 64
+    (flashinfer compiles 64, 128, 256) and 4 query heads per KV head (its tensor-core decode)."""
+    config = dict(TINY, hidden_size=512, num_attention_heads=8, num_key_value_heads=2)
+    ref = _logits(random_loaded_model(config, torch.float32, "cpu", seed=0).model, "torch", "cpu", torch.float32,
+                  mixed=mixed, config=config)
+    got = _logits(random_loaded_model(config, torch.bfloat16, "cuda", seed=0).model, "flashinfer", "cuda",
+                  torch.bfloat16, mixed=mixed, config=config)
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, atol=0.1, rtol=0.05)
+
+
+def test_flashinfer_backend_says_what_to_install(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "flashinfer", None)  # `import flashinfer` raises ImportError
+    with pytest.raises(ImportError, match="pip install flashinfer-python"):
+        get_attention_backend("flashinfer")
+
+
+def test_flashinfer_backend_refuses_a_cpu_engine():
+    with pytest.raises(ValueError, match="flashinfer.*CUDA devices only"):
+        random_engine(TINY, device="cpu", attention_backend="flashinfer")

@@ -1,0 +1,130 @@
+"""FlashInferAttentionBackend: the AttentionBackend contract with flashinfer's paged attention
+kernels. Optional: `attention_backend="flashinfer"` on CUDA, when the `flashinfer` package
+(flashinfer-python) imports; it is not a dependency of sgl-lang.
+
+Each KV pool slot is a flashinfer page of one token: the [num_slots + 1, Hkv, D] caches go in as
+[num_slots + 1, 1, Hkv, D] (NHD), and a sequence's pages are the first seq_lens[i] slots of its
+req_to_token row.
+
+    store:   kernels/attention_store.store_kv (forward_rope: kernels/rope_store.rope_store_,
+             the rotation and the store in one launch)
+    decode:  BatchDecodeWithPagedKVCacheWrapper (its tensor-core kernel when a KV head serves
+             four or more query heads)
+    extend:  BatchPrefillWithPagedKVCacheWrapper, causal over the cached prefix + new tokens
+
+plan() runs once per ForwardBatch, on the first layer (it needs the head counts), from the host's
+lengths; the page list is gathered from req_to_token on the device, without a host sync. Every
+layer then calls run(). The engine replays CUDA graphs with the triton backend only, so this
+backend runs eagerly.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Optional
+
+import torch
+
+from sgl_lang.kernels.attention_store import store_kv
+from sgl_lang.kernels.rope_store import rope_store_
+
+from .attention import AttentionBackend
+
+if TYPE_CHECKING:
+    from ..forward_batch import ForwardBatch
+    from ..mem.kv_pool import KVPool
+
+WORKSPACE_BYTES = 256 << 20  # flashinfer's float workspace (split-KV partial outputs), shared by the wrappers
+TENSOR_CORE_GROUP = 4  # decode through the tensor-core kernel from this many query heads per KV head
+
+
+def import_flashinfer():
+    """The flashinfer module, or an ImportError that says what to install."""
+    try:
+        import flashinfer
+    except Exception as e:  # ImportError, or a broken install failing at import
+        raise ImportError(f"attention_backend='flashinfer' needs the flashinfer package "
+                          f"(pip install flashinfer-python), which does not import here: {e}") from e
+    return flashinfer
+
+
+def page_list(req_to_token: torch.Tensor, seq_lens: torch.Tensor, kv_indptr: torch.Tensor) -> torch.Tensor:
+    """The flat page (slot) list of a batch: req_to_token [bs, L] on the device, seq_lens [bs]
+    and kv_indptr [bs + 1] (its prefix sums) host ints -> [kv_indptr[-1]] int32 on the device,
+    sequence i's slots 0 .. seq_lens[i] - 1 at kv_indptr[i] .. (no host sync: sizes from the host)."""
+    dev = req_to_token.device
+    total = int(kv_indptr[-1])
+    lens_starts = torch.stack([seq_lens.to(torch.int64), kv_indptr[:-1].to(torch.int64)]).to(dev, non_blocking=True)
+    rows = torch.repeat_interleave(torch.arange(len(seq_lens), device=dev), lens_starts[0], output_size=total)
+    cols = torch.arange(total, device=dev) - lens_starts[1][rows]  # position in its sequence
+    return req_to_token[rows, cols].to(torch.int32)
+
+
+class FlashInferAttentionBackend(AttentionBackend):
+    name = "flashinfer"
+    _write_kv = staticmethod(store_kv)  # the KV store of forward: one launch
+
+    def __init__(self, workspace_bytes: int = WORKSPACE_BYTES):
+        self._fi = import_flashinfer()
+        self._workspace_bytes = workspace_bytes
+        self._workspace: Optional[torch.Tensor] = None  # [workspace_bytes] uint8, made on first use
+        self._wrappers: dict = {}  # ("decode", tensor cores) / ("prefill",) -> wrapper
+        self._planned_fb: Optional["ForwardBatch"] = None
+        self._planned = None  # the wrapper planned for _planned_fb
+        # after each plan: its host-to-device copies read a page-locked buffer that the next plan
+        # rewrites, so the next plan waits for this (long done by then; the overlapped scheduler
+        # plans step N + 1 while step N runs)
+        self._plan_copied: Optional[torch.cuda.Event] = None
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
+                fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
+        k_cache, v_cache = self._store_kv(k, v, layer_id, fb, kv_pool)  # [num_slots + 1, Hkv, D]
+        return self._attend(q, k_cache, v_cache, fb)
+
+    def forward_rope(self, qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+                     layer_id: int, fb: "ForwardBatch", kv_pool: "KVPool", qk_norm=None) -> torch.Tensor:
+        k_cache, v_cache = self._kv_cache(kv_pool, layer_id)  # [num_slots + 1, Hkv, D]
+        norm = None if qk_norm is None else (qk_norm[0].weight, qk_norm[1].weight, qk_norm[0].eps)
+        q = rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, fb.out_cache_loc, norm)  # [T, Hq, D]
+        return self._attend(q, k_cache, v_cache, fb)
+
+    def _attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                fb: "ForwardBatch") -> torch.Tensor:
+        """Attention of q [T, Hq, D] over the cache, whose new tokens are already stored -> [T, Hq * D]."""
+        if self._planned_fb is not fb:
+            self._plan(fb, q, k_cache)
+        out = self._planned.run(q.contiguous(), (k_cache.unsqueeze(1), v_cache.unsqueeze(1)))  # [T, Hq, D]
+        return out.view(q.shape[0], -1)
+
+    def _wrapper(self, key: tuple, device: torch.device):
+        w = self._wrappers.get(key)
+        if w is None:
+            if self._workspace is None:
+                self._workspace = torch.empty(self._workspace_bytes, dtype=torch.uint8, device=device)
+            if key[0] == "decode":
+                w = self._fi.BatchDecodeWithPagedKVCacheWrapper(self._workspace, "NHD", use_tensor_cores=key[1])
+            else:
+                w = self._fi.BatchPrefillWithPagedKVCacheWrapper(self._workspace, "NHD")
+            self._wrappers[key] = w
+        return w
+
+    def _plan(self, fb: "ForwardBatch", q: torch.Tensor, k_cache: torch.Tensor) -> None:
+        hq, d, hkv = q.shape[1], q.shape[2], k_cache.shape[1]
+        if self._plan_copied is not None:
+            self._plan_copied.synchronize()
+        seq_lens = fb.seq_lens
+        kv_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
+        kv_indptr[1:] = torch.cumsum(seq_lens, 0)
+        pages = page_list(fb.req_to_token, seq_lens, kv_indptr)
+        last_page_len = torch.ones(len(seq_lens), dtype=torch.int32)  # pages of one token: always full
+        common = dict(q_data_type=q.dtype, kv_data_type=k_cache.dtype, sm_scale=1.0 / math.sqrt(d))
+        if fb.is_decode:
+            w = self._wrapper(("decode", hq // hkv >= TENSOR_CORE_GROUP), q.device)
+            w.plan(kv_indptr, pages, last_page_len, hq, hkv, d, 1, **common)
+        else:
+            qo_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
+            qo_indptr[1:] = torch.cumsum(fb.extend_lens, 0)
+            w = self._wrapper(("prefill",), q.device)
+            w.plan(qo_indptr, kv_indptr, pages, last_page_len, hq, hkv, d, 1, causal=True, **common)
+        self._plan_copied = torch.cuda.Event()
+        self._plan_copied.record()
+        self._planned_fb, self._planned = fb, w

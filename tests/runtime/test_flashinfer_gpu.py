@@ -1,0 +1,84 @@
+"""The optional flashinfer attention backend through the whole engine, against the triton backend on
+the same seeded random weights (the default model's shape): prompt log-probabilities of a batch
+(flashinfer's prefill wrapper, chunked and with a cached prefix), and the log-probabilities of
+tokens flashinfer decoded, rescored by the triton engine's prefill (its decode wrapper). Skips
+without CUDA or without the flashinfer package."""
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.runtime.test_overlap_gpu import _config_dir  # noqa: E402
+
+
+def _flashinfer_imports() -> bool:
+    try:
+        import flashinfer  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing or broken: skip
+        return False
+    return True
+
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available() or not _flashinfer_imports(),
+                                                  reason="needs a CUDA GPU and the flashinfer package")]
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    from sgl_lang.runtime.engine import Engine
+    common = dict(model_path=_config_dir(tmp_path_factory), load_format="dummy", device="cuda",
+                  dtype="bfloat16", max_total_tokens=8192, max_running_requests=8, cuda_graph_max_bs=8,
+                  chunked_prefill_size=256, skip_warmup=True)
+    fi = Engine(**common, attention_backend="flashinfer")
+    tr = Engine(**common, attention_backend="triton")
+    yield fi, tr
+    fi.shutdown()
+    tr.shutdown()
+
+
+def _prompt_lps(engine, ids, start=0):
+    out = engine.generate(input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 1},
+                          return_logprob=True, logprob_start_len=start)
+    return torch.tensor([lp for lp, _, _ in out["meta_info"]["input_token_logprobs"] if lp is not None])
+
+
+def _close(a, b, what):
+    assert a.shape == b.shape and a.numel() > 0, what
+    diff = (a - b).abs()
+    assert diff.mean() < 0.05 and diff.max() < 0.3, f"{what}: mean {diff.mean():.4f} max {diff.max():.4f}"
+
+
+def test_flashinfer_prefill_matches_triton(engines):
+    fi, tr = engines
+    assert fi.runner.attn.name == "flashinfer" and fi.runner.graph_runner is None
+    vocab = fi.loaded.vocab_size
+    g = random.Random(0)
+    base = [g.randrange(10, vocab) for _ in range(300)]
+    for what, ids, start in (("7 tokens", [g.randrange(10, vocab) for _ in range(7)], 0),
+                             ("600 tokens, three chunks", [g.randrange(10, vocab) for _ in range(600)], 0),
+                             ("300 tokens", base, 0),
+                             ("cached 300-token prefix + 41", base + [g.randrange(10, vocab) for _ in range(41)], 300)):
+        _close(_prompt_lps(fi, ids, start), _prompt_lps(tr, ids, start), what)
+    assert fi.get_stats()["cached_prompt_tokens_total"] > 0, "the prefix was not reused"
+    fi.check_integrity()
+
+
+def test_flashinfer_decode_matches_triton_rescoring(engines):
+    """A batch of 5 (decode batches of 5, with sequences finishing) through flashinfer's decode
+    wrapper; each generated token's log-probability against the triton engine's prefill of the
+    same text."""
+    fi, tr = engines
+    vocab = fi.loaded.vocab_size
+    g = random.Random(1)
+    prompts = [[g.randrange(10, vocab) for _ in range(20 + 30 * i)] for i in range(5)]
+    outs = fi.generate(input_ids=prompts, sampling_params=[
+        {"temperature": 0, "max_new_tokens": 12 + 2 * i, "ignore_eos": True} for i in range(5)], return_logprob=True)
+    for prompt, out in zip(prompts, outs):
+        got = [(lp, t) for lp, t, _ in out["meta_info"]["output_token_logprobs"]]
+        ids = prompt + [t for _, t in got]
+        rescored = _prompt_lps(tr, ids, start=len(prompt))  # logprobs of ids[len(prompt):] given what precedes
+        # rescored: the logprobs of ids[len(prompt) + 1:], i.e. of got[1:], the tokens that came out
+        # of flashinfer's decode steps (got[0] came from its prefill)
+        _close(torch.tensor([lp for lp, _ in got[1:]]), rescored, f"prompt of {len(prompt)}")
+    fi.check_integrity()
