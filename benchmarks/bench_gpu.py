@@ -202,6 +202,8 @@ def main() -> None:
     ap.add_argument("--no-fuse-rope", action="store_true",
                     help="decode: rope_store_ then attention (two launches), not decode_attention_rope")
     ap.add_argument("--attention-backend", default=None, help="the engine's attention_backend (triton, flashinfer)")
+    ap.add_argument("--prefill-attention-backend", default=None,
+                    help="the engine's prefill_attention_backend (e.g. flashinfer beside triton's decode graphs)")
     ap.add_argument("--flag", action="append", default=[], metavar="NAME=INT",
                     help="an integer engine flag for every engine built here, e.g. disable_pdl=1")
     args = ap.parse_args()
@@ -215,6 +217,8 @@ def main() -> None:
         ENGINE_FLAGS["decode_gemm"] = args.decode_gemm
     if args.attention_backend:
         ENGINE_FLAGS["attention_backend"] = args.attention_backend
+    if args.prefill_attention_backend:
+        ENGINE_FLAGS["prefill_attention_backend"] = args.prefill_attention_backend
     if args.prefill_graph_tokens is not None:
         ENGINE_FLAGS["cuda_graph_max_prefill_tokens"] = args.prefill_graph_tokens
     out_dir = os.environ.get("OUT", ".")

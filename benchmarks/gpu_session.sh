@@ -32,6 +32,7 @@
 #   bash benchmarks/gpu_session.sh steps     # profile_steps: 135M and 8B bs 64, step by step (~3 min)
 #
 #   bash benchmarks/gpu_session.sh flashinfer  # the flashinfer backend's tests, its kernels vs ours, engines on it (~6 min)
+#   bash benchmarks/gpu_session.sh hybrid    # flashinfer tests; 8B bs 64 with triton vs flashinfer prefill (twice each) (~6 min)
 #
 #   bash benchmarks/gpu_session.sh tests:200 tp70:300   # a part's timeout can be given after a colon
 #
@@ -133,8 +134,12 @@ for arg in "$@"; do
                    tests/runtime/test_flashinfer_gpu.py; python3 -m benchmarks.bench_flashinfer_attention | tail -14;
                    python3 -m benchmarks.bench_gpu --shapes smollm2-135m,llama-3.1-8b --no-hf --no-offline --no-kernels \
                    --no-write --attention-backend flashinfer | grep -E '^[|] (llama|smollm)'" ;;
+        hybrid) part hybrid ${lim:-500} bash -c "python3 -m pytest -q -p no:cacheprovider tests/runtime/test_flashinfer_gpu.py;
+                   for p in triton flashinfer triton flashinfer; do echo prefill=\$p; python3 -m benchmarks.bench_gpu \
+                   --shapes llama-3.1-8b --no-hf --no-offline --no-kernels --no-write --batches 64 \
+                   --prefill-attention-backend \$p | grep -E '^[|] llama'; done" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles, loopvsreplay, steps, flashinfer)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles, loopvsreplay, steps, flashinfer, hybrid)" ;;
     esac
 done
 [ -d /tmp/fiws/.cache ] && (cd /tmp/fiws && tar czf "$OUT/fi_cache.tgz" .cache)

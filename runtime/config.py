@@ -38,6 +38,10 @@ class EngineConfig:
     disable_jump_forward: bool = False
     grammar_compile_timeout_s: float = 30.0  # a request whose grammar is still compiling after this fails
     attention_backend: str = "auto"
+    # None: attention_backend. Otherwise the backend of prefill (and mixed) batches / of decode
+    # batches, e.g. flashinfer's prefill with triton's decode and its CUDA graphs
+    prefill_attention_backend: Optional[str] = None
+    decode_attention_backend: Optional[str] = None
     quantization: Optional[str] = None  # "int8": weight-only int8 linears (CPU; halves bytes read per token)
     cuda_graph_max_bs: int = 64
     # prefills of up to this many tokens replay CUDA graphs where that is faster (0: always eager)
@@ -70,6 +74,10 @@ class EngineConfig:
               f"grammar_backend must be one of {GRAMMAR_BACKENDS}, got {self.grammar_backend!r}")
         check(self.attention_backend in ATTENTION_BACKENDS,
               f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
+        for name in ("prefill_attention_backend", "decode_attention_backend"):
+            value = getattr(self, name)
+            check(value is None or value in ATTENTION_BACKENDS,
+                  f"{name} must be None or one of {ATTENTION_BACKENDS}, got {value!r}")
         check(self.quantization in (None, "int8"),
               f"quantization must be None or 'int8', got {self.quantization!r}")
         check(self.overlap_schedule in ("auto", "on", "off"),

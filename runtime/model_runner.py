@@ -18,6 +18,7 @@ from .cuda_graph_runner import CudaGraphRunner, build_decode_graphs
 from .prefill_graph_runner import PrefillGraphRunner
 from .distributed.process_group import agree_on_min
 from .layers.attention import get_attention_backend
+from .layers.hybrid_attention import HybridAttentionBackend
 from .mem.kv_pool import KVPool
 from .mem.req_to_token import ReqToTokenTable
 from .models.loader import LoadedModel
@@ -44,15 +45,16 @@ class ModelRunner:
         self.vocab_size = loaded.vocab_size
         self.eos_token_ids = eos_token_ids
         self._mask_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgl-grammar-mask")
-        if config.attention_backend == "flashinfer" and self.device.type != "cuda":
-            raise ValueError(f"attention_backend='flashinfer' runs on CUDA devices only, got device {self.device}")
+        names = _attention_backend_names(config, self.device)  # (prefill, decode)
+        if "flashinfer" in names and self.device.type != "cuda":
+            raise ValueError(f"attention backend 'flashinfer' runs on CUDA devices only, got device {self.device}")
         # with tensor parallelism every rank must hold the same slot count: the smallest one
         self.pool = KVPool(agree_on_min(self._num_kv_slots()), loaded.num_layers, loaded.num_kv_heads,
                            loaded.head_dim, dtype, self.device)
-        name = config.attention_backend
-        if name == "auto":
-            name = "torch" if self.device.type == "cpu" else "triton"
-        self.attn = get_attention_backend(name)
+        if names[0] == names[1]:
+            self.attn = get_attention_backend(names[0])
+        else:
+            self.attn = HybridAttentionBackend(get_attention_backend(names[0]), get_attention_backend(names[1]))
         self.grammar_bitmask: Optional[torch.Tensor] = None
         self._greedy_infos: dict[int, SamplingBatchInfo] = {}  # batch size -> all-greedy info
         self._batch_params: dict[tuple[int, ...], BatchSamplingParams] = {}  # ids of the params
@@ -63,7 +65,7 @@ class ModelRunner:
         self.graph_runner: Optional[CudaGraphRunner] = None
         self.num_graph_steps = 0  # forwards run by replaying a captured decode graph
         self.decode_gemm = None  # DecodeGemmChoice when decode GEMMs were timed cuBLAS vs Triton
-        if self.device.type == "cuda" and not config.disable_cuda_graph and name == "triton":
+        if self.device.type == "cuda" and not config.disable_cuda_graph and hasattr(self.attn, "bind_static_decode"):
             self.graph_runner, self.decode_gemm = build_decode_graphs(
                 self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
                 max_len + 1, loaded.num_kv_heads, self.device, config.decode_gemm,
@@ -74,7 +76,8 @@ class ModelRunner:
         max_prefill = min(config.cuda_graph_max_prefill_tokens, config.chunk_size, max_len)
         if max_prefill == config.chunk_size:  # a full chunk's graph also takes the decodes riding with it
             max_prefill = config.max_step_tokens
-        if self.graph_runner is not None and config.tp_size == 1 and max_prefill >= 16:
+        if (self.graph_runner is not None and config.tp_size == 1 and max_prefill >= 16
+                and hasattr(self.attn, "bind_static_extend")):
             self.prefill_graphs = PrefillGraphRunner(
                 self.model, self.attn, self.pool, max_prefill, min(config.max_running_requests, 256),
                 max_len + 1, self.device)
@@ -299,3 +302,12 @@ class ModelRunner:
                 except Exception as e:  # a grammar library failing ends only its own request
                     req.error = f"grammar failed while masking: {type(e).__name__}: {e}"
         return mask.to(self.device, non_blocking=True)
+
+
+def _attention_backend_names(config: EngineConfig, device: torch.device) -> tuple[str, str]:
+    """(prefill backend, decode backend): attention_backend ("auto": torch on CPU, triton on
+    CUDA) unless prefill_attention_backend / decode_attention_backend say otherwise."""
+    def resolve(name: str) -> str:
+        return ("torch" if device.type == "cpu" else "triton") if name == "auto" else name
+    base = config.attention_backend
+    return resolve(config.prefill_attention_backend or base), resolve(config.decode_attention_backend or base)

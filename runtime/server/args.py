@@ -35,6 +35,8 @@ ENGINE_FLAG_HELP = {
     "grammar_backend": f"constrained-decoding library, one of {GRAMMAR_BACKENDS}",
     "disable_jump_forward": "do not jump over forced grammar tokens",
     "attention_backend": f"attention implementation, one of {ATTENTION_BACKENDS}",
+    "prefill_attention_backend": "attention of prefill and mixed batches if not attention_backend (e.g. flashinfer)",
+    "decode_attention_backend": "attention of decode batches if not attention_backend",
     "cuda_graph_max_bs": "largest decode batch captured in a CUDA graph",
     "cuda_graph_max_prefill_tokens": "prefills up to this many tokens replay CUDA graphs where that is faster than eager (0: eager)",
     "disable_cuda_graph": "run decode and prefill eagerly on CUDA",

@@ -49,7 +49,7 @@ def _fb(ids, slots, ranges, device):
 def _logits(model, backend, device, dtype, prompt_lens=(12, 17, 9), chunk=8, mixed=False, config=TINY):
     head_dim = config["hidden_size"] // config["num_attention_heads"]
     pool = KVPool(64, config["num_hidden_layers"], config["num_key_value_heads"], head_dim, dtype, device)
-    attn = get_attention_backend(backend)
+    attn = get_attention_backend(backend) if isinstance(backend, str) else backend
     outs = []
     with torch.inference_mode():
         for fb in _batches(pool, device, list(prompt_lens), chunk, mixed):
@@ -146,3 +146,61 @@ def test_flashinfer_backend_says_what_to_install(monkeypatch):
 def test_flashinfer_backend_refuses_a_cpu_engine():
     with pytest.raises(ValueError, match="flashinfer.*CUDA devices only"):
         random_engine(TINY, device="cpu", attention_backend="flashinfer")
+
+
+@pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
+def test_hybrid_backend_sends_prefills_and_decodes_to_their_backends():
+    """prefill_attention_backend="triton" with decode_attention_backend="torch": chunks and the
+    mixed batch through the Triton kernels, the decode step through torch; logits as torch alone."""
+    from sgl_lang.runtime.layers.hybrid_attention import HybridAttentionBackend
+    from sgl_lang.runtime.layers.torch_attention import TorchAttentionBackend
+    from sgl_lang.runtime.layers.triton_attention import TritonAttentionBackend
+
+    seen = []
+
+    class Seen:  # records which backend got each batch (by its kind)
+        def forward_rope(self, *args, **kw):
+            seen.append((self.name, args[5].is_decode))
+            return super().forward_rope(*args, **kw)
+
+    prefill = type("SeenTriton", (Seen, TritonAttentionBackend), {})()
+    decode = type("SeenTorch", (Seen, TorchAttentionBackend), {})()
+    hybrid = HybridAttentionBackend(prefill, decode)
+    assert not hasattr(hybrid, "bind_static_decode") and hasattr(hybrid, "bind_static_extend")
+    model = random_loaded_model(TINY, torch.float32, "cpu", seed=0).model
+    for mixed in (False, True):
+        seen.clear()
+        ref = _logits(model, "torch", "cpu", torch.float32, mixed=mixed)
+        got = _logits(model, hybrid, "cpu", torch.float32, mixed=mixed)
+        for r, g in zip(ref, got):
+            torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-3)
+        layers = TINY["num_hidden_layers"]
+        decode_kind = ("triton", False) if mixed else ("torch", True)  # a mixed batch is not a decode batch
+        assert seen == [("triton", False)] * (2 * layers) + [decode_kind] * layers, seen
+
+
+def test_hybrid_backend_flags():
+    from sgl_lang.runtime.config import ConfigError, EngineConfig
+    from sgl_lang.runtime.model_runner import _attention_backend_names
+    cfg = EngineConfig(prefill_attention_backend="flashinfer")
+    assert _attention_backend_names(cfg, torch.device("cuda")) == ("flashinfer", "triton")
+    assert _attention_backend_names(cfg, torch.device("cpu")) == ("flashinfer", "torch")
+    assert _attention_backend_names(EngineConfig(), torch.device("cpu")) == ("torch", "torch")
+    with pytest.raises(ConfigError, match="decode_attention_backend must be None or one of"):
+        EngineConfig(decode_attention_backend="flash")
+    with pytest.raises(ValueError, match="flashinfer.*CUDA devices only"):
+        random_engine(TINY, device="cpu", prefill_attention_backend="flashinfer")
+
+
+
+@pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
+def test_engine_with_a_hybrid_backend_generates_as_torch_alone():
+    prompts = [list(range(1 + i, 20 + 5 * i)) for i in range(3)]
+    params = {"temperature": 0, "max_new_tokens": 6, "ignore_eos": True}
+    outs = []
+    for flags in ({}, {"prefill_attention_backend": "triton"}):
+        eng = random_engine(TINY, device="cpu", dtype="float32", max_total_tokens=1024, **flags)
+        assert eng.runner.attn.name == ("torch" if not flags else "triton (prefill) + torch (decode)")
+        outs.append([o["output_ids"] for o in eng.generate(input_ids=prompts, sampling_params=params)])
+        eng.shutdown()
+    assert outs[0] == outs[1]

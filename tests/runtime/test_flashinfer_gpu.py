@@ -37,6 +37,32 @@ def engines(tmp_path_factory):
     tr.shutdown()
 
 
+def test_flashinfer_prefill_beside_triton_decode_graphs(engines, tmp_path_factory):
+    """prefill_attention_backend="flashinfer": prefills through flashinfer, decodes replay the
+    triton decode graphs (no prefill graphs: flashinfer has no static extend); log-probs of a
+    prompt and of the decoded tokens (rescored) as the triton engine's."""
+    from sgl_lang.runtime.engine import Engine
+    _, tr = engines
+    eng = Engine(model_path=_config_dir(tmp_path_factory), load_format="dummy", device="cuda", dtype="bfloat16",
+                 max_total_tokens=8192, max_running_requests=8, cuda_graph_max_bs=8, chunked_prefill_size=256,
+                 skip_warmup=True, prefill_attention_backend="flashinfer")
+    try:
+        assert eng.runner.graph_runner is not None and eng.runner.prefill_graphs is None
+        vocab = eng.loaded.vocab_size
+        g = random.Random(3)
+        prompt = [g.randrange(10, vocab) for _ in range(400)]
+        _close(_prompt_lps(eng, prompt), _prompt_lps(tr, prompt), "400-token prompt")
+        out = eng.generate(input_ids=[prompt], sampling_params={"temperature": 0, "max_new_tokens": 10,
+                                                               "ignore_eos": True}, return_logprob=True)[0]
+        got = [(lp, t) for lp, t, _ in out["meta_info"]["output_token_logprobs"]]
+        assert eng.get_stats()["num_graph_steps"] > 0
+        _close(torch.tensor([lp for lp, _ in got[1:]]), _prompt_lps(tr, prompt + [t for _, t in got], len(prompt)),
+               "decoded tokens")
+        eng.check_integrity()
+    finally:
+        eng.shutdown()
+
+
 def _prompt_lps(engine, ids, start=0):
     out = engine.generate(input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 1},
                           return_logprob=True, logprob_start_len=start)
