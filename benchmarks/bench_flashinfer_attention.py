@@ -24,6 +24,7 @@ from benchmarks.gpu_timing import extend_inputs
 from benchmarks.report import table
 from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
 from sgl_lang.kernels.attention_extend import extend_attention, extend_blocks
+from sgl_lang.runtime.layers.flashinfer_attention import page_list
 
 HQ, HKV, D = 32, 8, 128
 WORKSPACE_BYTES = 256 << 20
@@ -35,10 +36,10 @@ def _paged(kc: torch.Tensor) -> torch.Tensor:
 
 
 def _kv_lists(r2t: torch.Tensor, lens: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(indptr [bs + 1] int32, indices [sum] int32, last_page_len [bs] int32) on r2t's device."""
+    """(indptr [bs + 1], indices [sum], last_page_len [bs]) int32 on r2t's device, as the backend plans."""
     dev = r2t.device
     indptr = torch.tensor([0] + lens, dtype=torch.int32).cumsum(0, dtype=torch.int32)
-    indices = torch.cat([r2t[i, :n] for i, n in enumerate(lens)]).to(torch.int32)
+    indices = page_list(r2t, torch.tensor(lens, device=dev), sum(lens))
     return indptr.to(dev), indices, torch.ones(len(lens), dtype=torch.int32, device=dev)
 
 

@@ -47,15 +47,15 @@ def import_flashinfer():
     return flashinfer
 
 
-def page_list(req_to_token: torch.Tensor, seq_lens: torch.Tensor, kv_indptr: torch.Tensor) -> torch.Tensor:
-    """The flat page (slot) list of a batch: req_to_token [bs, L] on the device, seq_lens [bs]
-    and kv_indptr [bs + 1] (its prefix sums) host ints -> [kv_indptr[-1]] int32 on the device,
-    sequence i's slots 0 .. seq_lens[i] - 1 at kv_indptr[i] .. (no host sync: sizes from the host)."""
+def page_list(req_to_token: torch.Tensor, seq_lens: torch.Tensor, total: int) -> torch.Tensor:
+    """The flat page (slot) list of a batch: req_to_token [bs, L] and seq_lens [bs] ints, both on
+    the device, total = sum(seq_lens) (a host int, so nothing waits for the device) ->
+    [total] int32 on the device: sequence i's slots 0 .. seq_lens[i] - 1, one sequence after another."""
     dev = req_to_token.device
-    total = int(kv_indptr[-1])
-    lens_starts = torch.stack([seq_lens.to(torch.int64), kv_indptr[:-1].to(torch.int64)]).to(dev, non_blocking=True)
-    rows = torch.repeat_interleave(torch.arange(len(seq_lens), device=dev), lens_starts[0], output_size=total)
-    cols = torch.arange(total, device=dev) - lens_starts[1][rows]  # position in its sequence
+    lens = seq_lens.to(torch.int64)
+    rows = torch.repeat_interleave(torch.arange(len(lens), device=dev), lens, output_size=total)
+    starts = torch.cumsum(lens, 0) - lens  # [bs] first page of each sequence
+    cols = torch.arange(total, device=dev) - starts[rows]  # position in its sequence
     return req_to_token[rows, cols].to(torch.int32)
 
 
@@ -114,7 +114,8 @@ class FlashInferAttentionBackend(AttentionBackend):
         seq_lens = fb.seq_lens
         kv_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
         kv_indptr[1:] = torch.cumsum(seq_lens, 0)
-        pages = page_list(fb.req_to_token, seq_lens, kv_indptr)
+        lens_dev = fb.seq_lens_device if fb.seq_lens_device is not None else seq_lens.to(q.device)
+        pages = page_list(fb.req_to_token, lens_dev, int(kv_indptr[-1]))
         last_page_len = torch.ones(len(seq_lens), dtype=torch.int32)  # pages of one token: always full
         common = dict(q_data_type=q.dtype, kv_data_type=k_cache.dtype, sm_scale=1.0 / math.sqrt(d))
         if fb.is_decode:

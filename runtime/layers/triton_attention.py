@@ -99,13 +99,14 @@ class TritonAttentionBackend(AttentionBackend):
         rest = extend[nd:]
         layout = ExtendMetaLayout.for_batch(rest)
         packed = layout.pack(fb.prefix_lens[nd:], rest)  # one int32 buffer: lengths and block list
-        if nd:
-            packed = torch.cat([packed, fb.seq_lens[:nd].to(torch.int32)])  # + the decodes' key counts
         if device.type == "cuda":
             packed = packed.pin_memory()  # a pageable source may wait for the running step
         packed = packed.to(device, non_blocking=True)
-        self._meta = _ExtendMeta(*layout.views(packed[:layout.size], len(rest)),
-                                 decode_lens=packed[layout.size:] if nd else None)
+        decode_lens = None
+        if nd:  # the decodes' key counts
+            lens = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens
+            decode_lens = lens[:nd].to(device=device, dtype=torch.int32, non_blocking=True)
+        self._meta = _ExtendMeta(*layout.views(packed, len(rest)), decode_lens=decode_lens)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
