@@ -17,8 +17,7 @@ from .config import EngineConfig
 from .cuda_graph_runner import CudaGraphRunner, build_decode_graphs
 from .prefill_graph_runner import PrefillGraphRunner
 from .distributed.process_group import agree_on_min
-from .layers.attention import get_attention_backend
-from .layers.hybrid_attention import HybridAttentionBackend
+from .layers.attention import build_attention_backend
 from .mem.kv_pool import KVPool
 from .mem.req_to_token import ReqToTokenTable
 from .models.loader import LoadedModel
@@ -45,16 +44,11 @@ class ModelRunner:
         self.vocab_size = loaded.vocab_size
         self.eos_token_ids = eos_token_ids
         self._mask_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgl-grammar-mask")
-        names = _attention_backend_names(config, self.device)  # (prefill, decode)
-        if "flashinfer" in names and self.device.type != "cuda":
-            raise ValueError(f"attention backend 'flashinfer' runs on CUDA devices only, got device {self.device}")
+        self.attn = build_attention_backend(config.attention_backend, config.prefill_attention_backend,
+                                            config.decode_attention_backend, self.device)
         # with tensor parallelism every rank must hold the same slot count: the smallest one
         self.pool = KVPool(agree_on_min(self._num_kv_slots()), loaded.num_layers, loaded.num_kv_heads,
                            loaded.head_dim, dtype, self.device)
-        if names[0] == names[1]:
-            self.attn = get_attention_backend(names[0])
-        else:
-            self.attn = HybridAttentionBackend(get_attention_backend(names[0]), get_attention_backend(names[1]))
         self.grammar_bitmask: Optional[torch.Tensor] = None
         self._greedy_infos: dict[int, SamplingBatchInfo] = {}  # batch size -> all-greedy info
         self._batch_params: dict[tuple[int, ...], BatchSamplingParams] = {}  # ids of the params
@@ -303,11 +297,3 @@ class ModelRunner:
                     req.error = f"grammar failed while masking: {type(e).__name__}: {e}"
         return mask.to(self.device, non_blocking=True)
 
-
-def _attention_backend_names(config: EngineConfig, device: torch.device) -> tuple[str, str]:
-    """(prefill backend, decode backend): attention_backend ("auto": torch on CPU, triton on
-    CUDA) unless prefill_attention_backend / decode_attention_backend say otherwise."""
-    def resolve(name: str) -> str:
-        return ("torch" if device.type == "cpu" else "triton") if name == "auto" else name
-    base = config.attention_backend
-    return resolve(config.prefill_attention_backend or base), resolve(config.decode_attention_backend or base)

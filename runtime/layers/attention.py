@@ -6,7 +6,7 @@ raises UnknownAttentionBackend listing them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -112,3 +112,25 @@ def get_attention_backend(name: str, **kwargs) -> AttentionBackend:
         return FlashInferAttentionBackend(**kwargs)
     raise UnknownAttentionBackend(f"unknown attention backend {name!r}; supported: "
                                   f"{ATTENTION_BACKEND_NAMES} (and 'auto')")
+
+
+def attention_backend_names(attention: str, prefill: Optional[str], decode: Optional[str],
+                            device: torch.device) -> tuple[str, str]:
+    """(prefill backend, decode backend) of the engine flags attention_backend ("auto": torch on
+    CPU, triton on CUDA), prefill_attention_backend and decode_attention_backend (None: the first)."""
+    def resolve(name: str) -> str:
+        return ("torch" if device.type == "cpu" else "triton") if name == "auto" else name
+    return resolve(prefill or attention), resolve(decode or attention)
+
+
+def build_attention_backend(attention: str, prefill: Optional[str], decode: Optional[str],
+                            device: torch.device) -> AttentionBackend:
+    """The engine's backend: one by name, or a HybridAttentionBackend when prefill and decode differ."""
+    names = attention_backend_names(attention, prefill, decode, device)
+    if "flashinfer" in names and device.type != "cuda":
+        raise ValueError(f"attention backend 'flashinfer' runs on CUDA devices only, got device {device}")
+    if names[0] == names[1]:
+        return get_attention_backend(names[0])
+    from .hybrid_attention import HybridAttentionBackend
+    return HybridAttentionBackend(get_attention_backend(names[0]), get_attention_backend(names[1]))
+

@@ -181,11 +181,11 @@ def test_hybrid_backend_sends_prefills_and_decodes_to_their_backends():
 
 def test_hybrid_backend_flags():
     from sgl_lang.runtime.config import ConfigError, EngineConfig
-    from sgl_lang.runtime.model_runner import _attention_backend_names
-    cfg = EngineConfig(prefill_attention_backend="flashinfer")
-    assert _attention_backend_names(cfg, torch.device("cuda")) == ("flashinfer", "triton")
-    assert _attention_backend_names(cfg, torch.device("cpu")) == ("flashinfer", "torch")
-    assert _attention_backend_names(EngineConfig(), torch.device("cpu")) == ("torch", "torch")
+    from sgl_lang.runtime.layers.attention import attention_backend_names
+    assert attention_backend_names("auto", "flashinfer", None, torch.device("cuda")) == ("flashinfer", "triton")
+    assert attention_backend_names("auto", "flashinfer", None, torch.device("cpu")) == ("flashinfer", "torch")
+    assert attention_backend_names("auto", None, None, torch.device("cpu")) == ("torch", "torch")
+    assert attention_backend_names("triton", None, "torch", torch.device("cpu")) == ("triton", "torch")
     with pytest.raises(ConfigError, match="decode_attention_backend must be None or one of"):
         EngineConfig(decode_attention_backend="flash")
     with pytest.raises(ValueError, match="flashinfer.*CUDA devices only"):
