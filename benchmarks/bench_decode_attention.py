@@ -82,6 +82,36 @@ def sweep(bw: float, copies: int = 8) -> None:
         json.dump(best, f, indent=1)
 
 
+def loads(bw: float, copies: int = 8) -> None:
+    """8B batch 64 (the engine's 3.57 TB/s decode-attention shape): warps x K/V eviction policy x
+    keys per step x stages x splits, CUDA-graph µs per layer; the default launch and the best ten."""
+    from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
+    name, bs, seq, hq, hkv, d = "llama-3.1-8b", 64, 640, 32, 8, 128
+    caches, r2t, q, lens, out = _inputs(bs, seq, hq, hkv, d, copies)
+    nbytes = 2 * bs * seq * hkv * d * 2
+    default = (4, "", 64, 3, pick_num_kv_splits(bs, hkv))
+    times = {}
+    for launch in itertools.product((4, 8), ("", "evict_first"), (32, 64, 128), (2, 3, 4), (1, 2)):
+        warps, evict, bn, st, s = launch
+
+        def calls():
+            for kc, vc in caches:
+                decode_attention(q, kc, vc, r2t, lens, s, out=out, block_n=bn, num_stages=st, num_warps=warps,
+                                 kv_evict=evict)
+        try:
+            times[launch] = graph_us(calls, copies)
+        except Exception as e:  # out of shared memory or registers
+            print(launch, type(e).__name__, flush=True)
+            continue
+        print(launch, f"{times[launch]:.1f}", flush=True)
+    del caches
+    rows = [[f"{k}{' (default)' if k == default else ''}", f"{v:.1f}", f"{nbytes / v / 1e6:.2f}"]
+            for k, v in sorted(times.items(), key=lambda kv: kv[1])[:10]]
+    rows.append([f"{default} default", f"{times[default]:.1f}", f"{nbytes / times[default] / 1e6:.2f}"])
+    print(f"{name} bs={bs} len={seq}: KV floor {nbytes / bw * 1e6:.1f} µs at the copy rate")
+    print(table(["(warps, K/V eviction, keys/step, stages, splits)", "µs per layer", "TB/s"], rows))
+
+
 def merge(bw: float, copies: int = 8) -> None:
     """At the engine's launch, the split merge in the last program (one launch) vs a second launch."""
     from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
@@ -206,11 +236,15 @@ def main() -> None:
     ap.add_argument("--layouts", action="store_true", help="only the slot-layout comparison (seconds)")
     ap.add_argument("--head-major", action="store_true", help="with --layouts: also a head-major cache")
     ap.add_argument("--rope", action="store_true", help="only rope_store_ + attention vs the fused launch")
+    ap.add_argument("--loads", action="store_true", help="only 8B bs 64: warps x eviction x keys x stages x splits")
     args = ap.parse_args()
     bw = _bandwidth()
     print(f"{torch.cuda.get_device_name(0)}, copy bandwidth {bw / 1e12:.2f} TB/s")
     if args.rope:
         rope(bw)
+        return
+    if args.loads:
+        loads(bw)
         return
     if args.layouts:
         layouts(bw, orders=("token", "head") if args.head_major else ("token",))

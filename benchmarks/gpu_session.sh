@@ -33,6 +33,7 @@
 #
 #   bash benchmarks/gpu_session.sh flashinfer  # the flashinfer backend's tests, its kernels vs ours, engines on it (~6 min)
 #   bash benchmarks/gpu_session.sh hybrid    # flashinfer tests; 8B bs 64 with triton vs flashinfer prefill (twice each) (~6 min)
+#   bash benchmarks/gpu_session.sh attnloads # decode attention at 8B bs 64: warps x eviction x keys x stages x splits (~3 min)
 #
 #   bash benchmarks/gpu_session.sh tests:200 tp70:300   # a part's timeout can be given after a colon
 #
@@ -138,8 +139,10 @@ for arg in "$@"; do
                    for p in triton flashinfer triton flashinfer; do echo prefill=\$p; python3 -m benchmarks.bench_gpu \
                    --shapes llama-3.1-8b --no-hf --no-offline --no-kernels --no-write --batches 64 \
                    --prefill-attention-backend \$p | grep -E '^[|] llama'; done" ;;
+        attnloads) part attnloads ${lim:-300} bash -c "python3 -m pytest -q -p no:cacheprovider tests/kernels/test_attention_kernels.py -k knobs;
+                   python3 -m benchmarks.bench_decode_attention --loads | tail -16" ;;
         tp70) part tp70 ${lim:-400} python3 -m benchmarks.bench_tp --model llama-3.1-70b --tp $([ "$NGPU" -ge 4 ] && echo 4 || echo 2) ;;
-        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles, loopvsreplay, steps, flashinfer, hybrid)" ;;
+        *) echo "unknown part $what (tests, engine, sampling, sweep, tp, tp70, profile, attn, loop, ttft, merge, startup, engine135, quicktests, loop8b, gemm, extend, engine8b, slots, pdl, gemmsteps, sweep512, samplingtests, rope, ncu, wordtiles, loopvsreplay, steps, flashinfer, hybrid, attnloads)" ;;
     esac
 done
 [ -d /tmp/fiws/.cache ] && (cd /tmp/fiws && tar czf "$OUT/fi_cache.tgz" .cache)

@@ -48,7 +48,7 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
                    sm_scale, KNew, VNew, Cos, Sin, Loc, stride_knb, stride_knh, stride_vnb, stride_vnh,
                    stride_cb, stride_sb, G: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                   MERGE_LAST: tl.constexpr, ROPE: tl.constexpr, PDL: tl.constexpr):
+                   MERGE_LAST: tl.constexpr, ROPE: tl.constexpr, PDL: tl.constexpr, KV_EVICT: tl.constexpr):
     wait_for_inputs(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -80,7 +80,7 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
         slots = tl.load(ReqToToken + b * stride_rb + offs_n, mask=mask_n, other=0).to(tl.int64)
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
-                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+                    mask=kv_mask, other=0.0, eviction_policy=KV_EVICT)  # [BLOCK_N, BLOCK_D]
         s = tl.dot(q, tl.trans(k).to(q.dtype)) * sm_scale  # [BLOCK_H, BLOCK_N] f32
         s = tl.where(mask_n[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -88,7 +88,7 @@ def _decode_stage1(Q, K, V, ReqToToken, SeqLens, MidO, MidLse, Out, Arrived,
         alpha = tl.exp(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
-                    mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+                    mask=kv_mask, other=0.0, eviction_policy=KV_EVICT)  # [BLOCK_N, BLOCK_D]
         acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
         m_i = m_new
 
@@ -188,17 +188,21 @@ def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      req_to_token: torch.Tensor, seq_lens: torch.Tensor, num_kv_splits: int = 8,
                      out: torch.Tensor | None = None, block_n: int | None = None,
-                     num_stages: int = 3, fused_merge: bool = False) -> torch.Tensor:
+                     num_stages: int = 3, fused_merge: bool = False, num_warps: int = 4,
+                     kv_evict: str = "") -> torch.Tensor:
     """See the module docstring. Every seq_lens[i] must be >= 1. block_n (keys per loop step,
-    a power of two >= 16; None: 128 for D <= 64, else 64) and num_stages are launch knobs
+    a power of two >= 16; None: 128 for D <= 64, else 64), num_stages, num_warps and kv_evict
+    (the K/V loads' L2 eviction policy: "" or "evict_first") are launch knobs
     (benchmarks/bench_decode_attention.py sweeps them). fused_merge: with S > 1, the last of a
     sequence's S programs merges the partials (one launch) instead of a second launch. Off: on
     an H200 its first version (volatile loads, one split after another) was slower at every
     shape measured (135M bs 1, S 16: 19.9 µs against 5.2); the unrolled L2-read merge it has now
     is not measured yet (benchmarks/bench_decode_attention.py --merge)."""
     _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
+    if kv_evict not in ("", "evict_first", "evict_last"):
+        raise ValueError(f"expected kv_evict '', 'evict_first' or 'evict_last', got {kv_evict!r}")
     return _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, out, block_n, num_stages,
-                   fused_merge, None)
+                   fused_merge, None, num_warps, kv_evict)
 
 
 def decode_attention_rope(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
@@ -219,7 +223,7 @@ def decode_attention_rope(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, 
 
 
 def _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, out, block_n, num_stages,
-            fused_merge, rope) -> torch.Tensor:
+            fused_merge, rope, num_warps=4, kv_evict="") -> torch.Tensor:
     bs, hq, d = q.shape
     hkv = k_cache.shape[1]
     group = hq // hkv
@@ -249,7 +253,8 @@ def _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, out, blo
         *o_strides, *lse_strides, out.stride(0), 1.0 / math.sqrt(d), *rope_args,
         G=group, D=d, BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=block_n or (128 if block_d <= 64 else 64), NUM_SPLITS=num_kv_splits,
-        MERGE_LAST=merge_last, ROPE=rope is not None, PDL=pdl_on(), num_warps=4, num_stages=num_stages,
+        MERGE_LAST=merge_last, ROPE=rope is not None, PDL=pdl_on(), KV_EVICT=kv_evict, num_warps=num_warps,
+        num_stages=num_stages,
         **launch_options())
     if num_kv_splits == 1 or merge_last:
         return out

@@ -55,6 +55,24 @@ def test_decode_matches_ref(seq_lens, hq, hkv, d, splits):
     _run_decode(seq_lens, hq, hkv, d, splits, torch.float32, device, seed=len(seq_lens) + d)
 
 
+@pytest.mark.parametrize("knobs", [dict(num_warps=8, kv_evict="evict_first", block_n=32, num_stages=2),
+                                   dict(num_warps=2, kv_evict="evict_last", num_stages=4)])
+def test_decode_launch_knobs_match_ref(knobs):
+    """The launch knobs bench_decode_attention sweeps (warps, K/V eviction policy, keys per step,
+    stages) leave the result as the reference's."""
+    device = "cuda" if CUDA else "cpu"
+    gen = torch.Generator().manual_seed(5)
+    seq_lens = [1, 37, 70]
+    k_cache, v_cache, r2t = _paged_cache(seq_lens, 2, 16, torch.float32, device, gen)
+    q = torch.randn(len(seq_lens), 8, 16, generator=gen).to(device)
+    lens = torch.tensor(seq_lens, device=device)
+    out = decode_attention(q, k_cache, v_cache, r2t, lens, num_kv_splits=2, **knobs)
+    ref = decode_attention_ref(q, k_cache, v_cache, r2t, lens)
+    torch.testing.assert_close(out.float(), ref.float(), **_tol(torch.float32))
+    with pytest.raises(ValueError, match="kv_evict"):
+        decode_attention(q, k_cache, v_cache, r2t, lens, num_kv_splits=2, kv_evict="evict_never")
+
+
 @pytest.mark.parametrize("splits", [2, 8])
 def test_decode_merge_in_the_last_program_matches_two_launches(splits):
     """fused_merge (the last of a sequence's split programs merges) == the separate merge
