@@ -126,6 +126,7 @@ class FlashInferAttentionBackend(AttentionBackend):
             qo_indptr[1:] = torch.cumsum(fb.extend_lens, 0)
             w = self._wrapper(("prefill",), q.device)
             w.plan(qo_indptr, kv_indptr, pages, last_page_len, hq, hkv, d, 1, causal=True, **common)
-        self._plan_copied = torch.cuda.Event()
-        self._plan_copied.record()
+        if q.is_cuda:
+            self._plan_copied = torch.cuda.Event()
+            self._plan_copied.record()
         self._planned_fb, self._planned = fb, w

@@ -204,3 +204,63 @@ def test_engine_with_a_hybrid_backend_generates_as_torch_alone():
         outs.append([o["output_ids"] for o in eng.generate(input_ids=prompts, sampling_params=params)])
         eng.shutdown()
     assert outs[0] == outs[1]
+
+
+class _FakeFlashInfer:
+    """Stands in for the flashinfer package on CPU (it is not a dependency, and CI has no GPU):
+    its two paged wrappers with flashinfer's documented plan()/run() contract, computed by our
+    plain-torch references, so the backend's own plumbing (page lists, indptrs, which wrapper
+    for which batch, the rope + store before it) runs here."""
+
+    class _Wrapper:
+        def __init__(self, workspace, kv_layout, use_tensor_cores=False):
+            assert kv_layout == "NHD" and workspace.dtype == torch.uint8
+            self.plans = 0
+
+        def _pages(self, kv_indptr, indices, last_page_len, page_size):
+            assert page_size == 1 and bool((last_page_len == 1).all()) and indices.dtype == torch.int32
+            lens = (kv_indptr[1:] - kv_indptr[:-1]).tolist()
+            r2t = torch.zeros(len(lens), max(lens), dtype=torch.int64)
+            for i, n in enumerate(lens):
+                r2t[i, :n] = indices[int(kv_indptr[i]):int(kv_indptr[i]) + n].long()
+            self.plans += 1
+            return r2t, torch.tensor(lens)
+
+    class BatchDecodeWithPagedKVCacheWrapper(_Wrapper):
+        def plan(self, indptr, indices, last_page_len, hq, hkv, d, page_size, **kw):
+            self.r2t, self.lens = self._pages(indptr, indices, last_page_len, page_size)
+
+        def run(self, q, kv):
+            from sgl_lang.kernels.attention_decode import decode_attention_ref
+            k, v = (c.squeeze(1) for c in kv)  # [pages, 1, Hkv, D] -> [pages, Hkv, D]
+            return decode_attention_ref(q, k, v, self.r2t, self.lens).view(q.shape)
+
+    class BatchPrefillWithPagedKVCacheWrapper(_Wrapper):
+        def plan(self, qo_indptr, kv_indptr, indices, last_page_len, hq, hkv, d, page_size, causal=False, **kw):
+            assert causal
+            self.r2t, lens = self._pages(kv_indptr, indices, last_page_len, page_size)
+            self.extend = qo_indptr[1:] - qo_indptr[:-1]
+            self.prefix = lens - self.extend
+
+        def run(self, q, kv):
+            from sgl_lang.kernels.attention_extend import extend_attention_ref
+            k, v = (c.squeeze(1) for c in kv)
+            return extend_attention_ref(q, k, v, self.r2t, self.prefix, self.extend).view(q.shape)
+
+
+@pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
+@pytest.mark.parametrize("mixed", [False, True])
+def test_flashinfer_backend_plumbing_on_cpu(monkeypatch, mixed):
+    """The flashinfer backend over a stand-in package (above): logits as the torch backend's, one
+    plan per batch (chunks and the mixed batch through the prefill wrapper, the decode step
+    through the decode wrapper)."""
+    import sys
+    monkeypatch.setitem(sys.modules, "flashinfer", _FakeFlashInfer)
+    model = random_loaded_model(TINY, torch.float32, "cpu", seed=0).model
+    attn = get_attention_backend("flashinfer", workspace_bytes=1024)
+    ref = _logits(model, "torch", "cpu", torch.float32, mixed=mixed)
+    got = _logits(model, attn, "cpu", torch.float32, mixed=mixed)
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-3)
+    plans = {key[0]: w.plans for key, w in attn._wrappers.items()}
+    assert plans == ({"prefill": 3} if mixed else {"prefill": 2, "decode": 1}), plans
