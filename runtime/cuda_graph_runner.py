@@ -137,8 +137,7 @@ class CudaGraphRunner:
         out_cache_loc.copy_(fb.out_cache_loc, non_blocking=True)
         width = fb.req_to_token.shape[1]
         req_to_token[:, :width].copy_(fb.req_to_token, non_blocking=True)
-        lens = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens
-        seq_lens.copy_(lens, non_blocking=True)  # device-to-device when prepared there
+        seq_lens.copy_(fb.seq_lens_source, non_blocking=True)  # device-to-device when prepared there
         if g > bs:  # padding rows: token 0 at position 0, KV into dummy slot 0, one key (slot 0)
             self.input_ids[bs:g].zero_()
             self.positions[bs:g].zero_()

@@ -37,6 +37,12 @@ class ForwardBatch:
     seq_lens_device: Optional[torch.Tensor] = None
 
     @property
+    def seq_lens_source(self) -> torch.Tensor:
+        """[bs] int64 to copy the lengths to the device from: seq_lens_device when the batch
+        builder already put them there, else the host seq_lens."""
+        return self.seq_lens_device if self.seq_lens_device is not None else self.seq_lens
+
+    @property
     def batch_size(self) -> int:
         return int(self.seq_lens.shape[0])
 

@@ -114,8 +114,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         seq_lens = fb.seq_lens
         kv_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
         kv_indptr[1:] = torch.cumsum(seq_lens, 0)
-        lens_dev = fb.seq_lens_device if fb.seq_lens_device is not None else seq_lens.to(q.device)
-        pages = page_list(fb.req_to_token, lens_dev, int(kv_indptr[-1]))
+        pages = page_list(fb.req_to_token, fb.seq_lens_source.to(q.device), int(kv_indptr[-1]))
         last_page_len = torch.ones(len(seq_lens), dtype=torch.int32)  # pages of one token: always full
         common = dict(q_data_type=q.dtype, kv_data_type=k_cache.dtype, sm_scale=1.0 / math.sqrt(d))
         if fb.is_decode:

@@ -90,8 +90,7 @@ class TritonAttentionBackend(AttentionBackend):
         self._static_fb = None
         device = fb.input_ids.device
         if fb.is_decode:
-            lens = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens
-            seq_lens = lens.to(device=device, dtype=torch.int32, non_blocking=True)
+            seq_lens = fb.seq_lens_source.to(device=device, dtype=torch.int32, non_blocking=True)
             self._meta = _DecodeMeta(seq_lens, 0)  # split count fixed on the first layer (needs Hkv)
             return
         extend = fb.extend_lens
@@ -104,8 +103,7 @@ class TritonAttentionBackend(AttentionBackend):
         packed = packed.to(device, non_blocking=True)
         decode_lens = None
         if nd:  # the decodes' key counts
-            lens = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens
-            decode_lens = lens[:nd].to(device=device, dtype=torch.int32, non_blocking=True)
+            decode_lens = fb.seq_lens_source[:nd].to(device=device, dtype=torch.int32, non_blocking=True)
         self._meta = _ExtendMeta(*layout.views(packed, len(rest)), decode_lens=decode_lens)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
