@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from benchmarks.gpu_timing import graph_us
+from benchmarks.gpu_timing import graph_us, kv_cache
 from benchmarks.report import table
 
 # (name, bs, seq, Hq, Hkv, D)
@@ -155,14 +155,6 @@ def _slot_layout(kind: str, bs: int, prompt: int, gen: int, run: int = 16) -> to
     return out
 
 
-def _cache(slots: int, hkv: int, d: int, order: str) -> torch.Tensor:
-    """[slots, Hkv, D] bf16 random: "token" contiguous (a slot's heads together) or "head" (a
-    [Hkv, slots, D] buffer seen through a permuted view: each head's slots together)."""
-    if order == "token":
-        return torch.randn(slots, hkv, d, device="cuda", dtype=torch.bfloat16)
-    return torch.randn(hkv, slots, d, device="cuda", dtype=torch.bfloat16).permute(1, 0, 2)
-
-
 def layouts(bw: float, copies: int = 4, orders: tuple = ("token",)) -> None:
     """Decode attention at the engine's launch over four slot layouts of the same lengths, for
     each cache order in `orders` ("token": [slots, Hkv, D] contiguous, "head": head-major)."""
@@ -173,7 +165,8 @@ def layouts(bw: float, copies: int = 4, orders: tuple = ("token",)) -> None:
         seq = prompt + gen
         caches = []
         for _ in range(copies):
-            caches.append((_cache(bs * seq + 1, hkv, d, order), _cache(bs * seq + 1, hkv, d, order)))
+            caches.append((kv_cache(bs * seq + 1, hkv, d, order == "head"),
+                           kv_cache(bs * seq + 1, hkv, d, order == "head")))
         q = torch.randn(bs, hq, d, device="cuda", dtype=torch.bfloat16)
         lens = torch.full((bs,), seq, device="cuda", dtype=torch.int32)
         out = torch.empty(bs, hq * d, device="cuda", dtype=torch.bfloat16)

@@ -20,7 +20,7 @@ import time
 import torch
 import triton.testing
 
-from benchmarks.gpu_timing import extend_inputs
+from benchmarks.gpu_timing import extend_inputs, kv_cache
 from benchmarks.report import table
 from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
 from sgl_lang.kernels.attention_extend import extend_attention, extend_blocks
@@ -60,8 +60,7 @@ def _check(name: str, got: torch.Tensor, ref: torch.Tensor) -> str:
 def decode_cases(flashinfer, workspace) -> list[list]:
     rows = []
     for bs, seq in ((64, 640), (1, 640)):
-        kc = torch.randn(bs * seq + 1, HKV, D, device="cuda", dtype=torch.bfloat16)
-        vc = torch.randn_like(kc)
+        kc, vc = kv_cache(bs * seq + 1, HKV, D), kv_cache(bs * seq + 1, HKV, D)
         r2t = (torch.randperm(bs * seq, device="cuda") + 1).view(bs, seq)
         q = torch.randn(bs, HQ, D, device="cuda", dtype=torch.bfloat16)
         lens = torch.full((bs,), seq, device="cuda", dtype=torch.int32)

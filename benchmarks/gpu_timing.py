@@ -2,7 +2,9 @@
 
     graph_us(calls, n) -> GPU µs per call of `calls` (which makes n calls), replayed from one CUDA
         graph, best of 3 (no launch overhead: what the kernels cost inside the engine's graphs)
-    extend_inputs(bs, seq, hq, hkv, d, shuffled) -> the arguments of a fresh prefill of bs prompts
+    kv_cache(slots, hkv, d, head_major=False) -> a random [slots, Hkv, D] bf16 cache (or a
+        head-major view of one)
+    extend_inputs(bs, seq, hq, hkv, d, shuffled, head_major=False) -> the arguments of a fresh prefill of bs prompts
         of seq tokens for kernels/attention_extend.py: (q, k_cache, v_cache, req_to_token,
         q_starts, prefix_lens, extend_lens), KV slots shuffled as a pool hands them out or in order
 """
@@ -32,12 +34,17 @@ def graph_us(calls, n: int) -> float:
     return best
 
 
+def kv_cache(slots: int, hkv: int, d: int, head_major: bool = False) -> torch.Tensor:
+    """[slots, Hkv, D] bf16 random on the GPU: contiguous (a slot's heads together), or head-major
+    (a view of a [Hkv, slots, D] buffer: each head's slots together; the kernels take strides)."""
+    if not head_major:
+        return torch.randn(slots, hkv, d, device="cuda", dtype=torch.bfloat16)
+    return torch.randn(hkv, slots, d, device="cuda", dtype=torch.bfloat16).permute(1, 0, 2)
+
+
 def extend_inputs(bs: int, seq: int, hq: int, hkv: int, d: int, shuffled: bool, head_major: bool = False):
     t = bs * seq
-    shape = (hkv, t + 1, d) if head_major else (t + 1, hkv, d)
-    kc, vc = (torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    if head_major:  # [slots + 1, Hkv, D] views of [Hkv, slots + 1, D] buffers
-        kc, vc = kc.permute(1, 0, 2), vc.permute(1, 0, 2)
+    kc, vc = kv_cache(t + 1, hkv, d, head_major), kv_cache(t + 1, hkv, d, head_major)
     slots = torch.randperm(t, device="cuda") if shuffled else torch.arange(t, device="cuda")
     r2t = (slots + 1).view(bs, seq)  # [bs, seq] (slot 0 is the pool's dummy)
     q = torch.randn(t, hq, d, device="cuda", dtype=torch.bfloat16)  # [T, Hq, D]
