@@ -89,7 +89,7 @@ def loads(bw: float, copies: int = 8) -> None:
     name, bs, seq, hq, hkv, d = "llama-3.1-8b", 64, 640, 32, 8, 128
     caches, r2t, q, lens, out = _inputs(bs, seq, hq, hkv, d, copies)
     nbytes = 2 * bs * seq * hkv * d * 2
-    default = (4, "", 64, 3, pick_num_kv_splits(bs, hkv))
+    default = (4, "evict_first", 64, 4, pick_num_kv_splits(bs, hkv))
     times = {}
     for launch in itertools.product((4, 8), ("", "evict_first"), (32, 64, 128), (2, 3, 4), (1, 2)):
         warps, evict, bn, st, s = launch
