@@ -13,7 +13,9 @@ padded to harmless values (token 0, position 0, KV written to the dummy slot 0, 
         seq_lens                              [max_bs] int32, bound into the attention backend
     graph g:  logits[g] = model.compute_logits(model(fb_g, pool, attn))   # [g, vocab] float32
 
-Only attention backends with `bind_static_decode` (triton) can be captured.
+Only attention backends with `bind_static_decode` (triton, flashinfer) can be captured; one with
+`before_decode_replay` (flashinfer) is called before each replay with the graph's static batch and
+the real one.
 """
 from __future__ import annotations
 
@@ -145,6 +147,9 @@ class CudaGraphRunner:
             self.out_cache_loc[bs:g].zero_()
             self.req_to_token[bs:g, 0].zero_()
             self.seq_lens[bs:g].fill_(1)
+        before = getattr(self.attn, "before_decode_replay", None)
+        if before is not None:  # e.g. flashinfer: plans this batch's pages into the graph's buffers
+            before(self.batches[g], fb)
         self.graphs[g].replay()
         return logits
 
