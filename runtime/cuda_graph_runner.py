@@ -48,6 +48,7 @@ class CudaGraphRunner:
             raise CudaGraphUnsupported(f"attention backend {attn.name!r} cannot be captured in a CUDA "
                                        f"graph; use attention_backend='triton' or disable_cuda_graph")
         self.model, self.attn, self.pool = model, attn, pool
+        self._before_replay = getattr(attn, "before_decode_replay", None)
         self.max_bs = max_bs
         self.max_context_len = max_context_len
         self.num_kv_heads = num_kv_heads
@@ -147,9 +148,8 @@ class CudaGraphRunner:
             self.out_cache_loc[bs:g].zero_()
             self.req_to_token[bs:g, 0].zero_()
             self.seq_lens[bs:g].fill_(1)
-        before = getattr(self.attn, "before_decode_replay", None)
-        if before is not None:  # e.g. flashinfer: plans this batch's pages into the graph's buffers
-            before(self.batches[g], fb)
+        if self._before_replay is not None:  # flashinfer: plans this batch's pages into the graph's buffers
+            self._before_replay(self.batches[g], fb)
         self.graphs[g].replay()
         return logits
 
