@@ -13,7 +13,9 @@ padded to harmless values (token 0, position 0, KV written to the dummy slot 0, 
         seq_lens                              [max_bs] int32, bound into the attention backend
     graph g:  logits[g] = model.compute_logits(model(fb_g, pool, attn))   # [g, vocab] float32
 
-Only attention backends with `bind_static_decode` (triton) can be captured.
+Only attention backends with `bind_static_decode` (triton, flashinfer) can be captured; one with
+`before_decode_replay` (flashinfer) is called before each replay with the graph's static batch and
+the real one.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class CudaGraphRunner:
             raise CudaGraphUnsupported(f"attention backend {attn.name!r} cannot be captured in a CUDA "
                                        f"graph; use attention_backend='triton' or disable_cuda_graph")
         self.model, self.attn, self.pool = model, attn, pool
+        self._before_replay = getattr(attn, "before_decode_replay", None)
         self.max_bs = max_bs
         self.max_context_len = max_context_len
         self.num_kv_heads = num_kv_heads
@@ -144,6 +147,8 @@ class CudaGraphRunner:
             self.out_cache_loc[bs:g].zero_()
             self.req_to_token[bs:g, 0].zero_()
             self.seq_lens[bs:g].fill_(1)
+        if self._before_replay is not None:  # flashinfer: plans this batch's pages into the graph's buffers
+            self._before_replay(self.batches[g], fb)
         self.graphs[g].replay()
         return logits
 

@@ -14,12 +14,18 @@ req_to_token row.
 
 plan() runs once per ForwardBatch, on the first layer (it needs the head counts), from the host's
 lengths; the page list is gathered from req_to_token on the device, without a host sync. Every
-layer then calls run(). The engine replays CUDA graphs with the triton backend only, so this
-backend runs eagerly.
+layer then calls run().
+
+CUDA graphs (decode): `bind_static_decode` marks the graph runner's static batch of g rows; its
+first (eager, warm-up) forward plans a graph-mode wrapper of its own (fixed page buffers, one page
+list buffer shared by all sizes) for placeholder lengths, and the capture records run() against
+those buffers. Before each replay `before_decode_replay` plans the real batch into them (padding
+rows: one key, slot 0), so the replay reads this step's pages. Prefills run eagerly.
 """
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -74,6 +80,44 @@ class FlashInferAttentionBackend(AttentionBackend):
         # rewrites, so the next plan waits for this (long done by then; the overlapped scheduler
         # plans step N + 1 while step N runs)
         self._plan_copied: Optional[torch.cuda.Event] = None
+        self._static: list = []  # (weakref to a bound static decode batch, its batch size): CUDA graphs
+        self._graph_pages: Optional[torch.Tensor] = None  # [max_bs * max_context_len] int32, shared
+        self._plan_args: dict = {}  # graph batch size -> (hq, hkv, d, plan kwargs) of its capture
+
+    def bind_static_decode(self, fb: "ForwardBatch", seq_lens: torch.Tensor, num_kv_heads: int) -> None:
+        """fb: a CUDA-graph runner's static decode batch (its req_to_token [g, L] is the runner's
+        buffer). Its forwards use a graph-mode wrapper; nothing is planned here (this also runs
+        inside the capture, where plan()'s copies are not allowed)."""
+        if self._graph_size(fb) is None:
+            self._static.append((weakref.ref(fb), fb.batch_size))
+            if self._graph_pages is None or self._graph_pages.numel() < fb.req_to_token.numel():
+                self._graph_pages = torch.zeros(fb.req_to_token.numel(), dtype=torch.int32,
+                                                device=fb.req_to_token.device)
+
+    def _graph_size(self, fb: "ForwardBatch") -> Optional[int]:
+        """The batch size of fb's CUDA graph when fb is a bound static batch, else None."""
+        return next((g for ref, g in self._static if ref() is fb), None)
+
+    def before_decode_replay(self, static_fb: "ForwardBatch", fb: "ForwardBatch") -> None:
+        """Plan decode batch fb (bs <= g rows) into the graph wrapper of static_fb (g rows) before
+        its replay; the rows past bs are padding (one key in slot 0)."""
+        g, bs = static_fb.batch_size, fb.batch_size
+        hq, hkv, d, common = self._plan_args[g]
+        if self._plan_copied is not None:
+            self._plan_copied.synchronize()
+        lens = torch.ones(g, dtype=torch.int64)
+        lens[:bs] = fb.seq_lens
+        kv_indptr = torch.zeros(g + 1, dtype=torch.int32)
+        kv_indptr[1:] = torch.cumsum(lens, 0)
+        total = int(kv_indptr[bs])
+        lens_dev = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens.to(fb.req_to_token.device)
+        pages = torch.zeros(int(kv_indptr[-1]), dtype=torch.int32, device=fb.req_to_token.device)
+        pages[:total] = page_list(fb.req_to_token, lens_dev, total)
+        w = self._wrapper(("graph", g, hq // hkv >= TENSOR_CORE_GROUP), pages.device)
+        w.plan(kv_indptr, pages, torch.ones(g, dtype=torch.int32), hq, hkv, d, 1, **common)
+        self._plan_copied = torch.cuda.Event()
+        self._plan_copied.record()
+        self._planned_fb, self._planned = static_fb, w
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
@@ -102,6 +146,13 @@ class FlashInferAttentionBackend(AttentionBackend):
                 self._workspace = torch.empty(self._workspace_bytes, dtype=torch.uint8, device=device)
             if key[0] == "decode":
                 w = self._fi.BatchDecodeWithPagedKVCacheWrapper(self._workspace, "NHD", use_tensor_cores=key[1])
+            elif key[0] == "graph":  # ("graph", batch size, tensor cores): fixed buffers for a CUDA graph
+                g = key[1]
+                w = self._fi.BatchDecodeWithPagedKVCacheWrapper(
+                    self._workspace, "NHD", use_cuda_graph=True, use_tensor_cores=key[2],
+                    paged_kv_indptr_buffer=torch.zeros(g + 1, dtype=torch.int32, device=device),
+                    paged_kv_indices_buffer=self._graph_pages,
+                    paged_kv_last_page_len_buffer=torch.ones(g, dtype=torch.int32, device=device))
             else:
                 w = self._fi.BatchPrefillWithPagedKVCacheWrapper(self._workspace, "NHD")
             self._wrappers[key] = w
@@ -117,7 +168,12 @@ class FlashInferAttentionBackend(AttentionBackend):
         pages = page_list(fb.req_to_token, fb.seq_lens_source.to(q.device), int(kv_indptr[-1]))
         last_page_len = torch.ones(len(seq_lens), dtype=torch.int32)  # pages of one token: always full
         common = dict(q_data_type=q.dtype, kv_data_type=k_cache.dtype, sm_scale=1.0 / math.sqrt(d))
-        if fb.is_decode:
+        g = self._graph_size(fb) if fb.is_decode else None
+        if g is not None:  # a graph's static batch: placeholder lengths
+            self._plan_args[g] = (hq, hkv, d, common)
+            w = self._wrapper(("graph", g, hq // hkv >= TENSOR_CORE_GROUP), q.device)
+            w.plan(kv_indptr, pages, last_page_len, hq, hkv, d, 1, **common)
+        elif fb.is_decode:
             w = self._wrapper(("decode", hq // hkv >= TENSOR_CORE_GROUP), q.device)
             w.plan(kv_indptr, pages, last_page_len, hq, hkv, d, 1, **common)
         else:

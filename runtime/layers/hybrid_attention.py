@@ -26,6 +26,8 @@ class HybridAttentionBackend(AttentionBackend):
         self.name = f"{prefill.name} (prefill) + {decode.name} (decode)"
         if hasattr(decode, "bind_static_decode"):
             self.bind_static_decode = decode.bind_static_decode
+        if hasattr(decode, "before_decode_replay"):
+            self.before_decode_replay = decode.before_decode_replay
         if hasattr(prefill, "bind_static_extend"):
             self.bind_static_extend = prefill.bind_static_extend
 

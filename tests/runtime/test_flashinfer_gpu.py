@@ -1,7 +1,7 @@
 """The optional flashinfer attention backend through the whole engine, against the triton backend on
 the same seeded random weights (the default model's shape): prompt log-probabilities of a batch
 (flashinfer's prefill wrapper, chunked and with a cached prefix), and the log-probabilities of
-tokens flashinfer decoded, rescored by the triton engine's prefill (its decode wrapper). Skips
+tokens flashinfer decoded in CUDA graphs, rescored by the triton engine's prefill. Skips
 without CUDA or without the flashinfer package."""
 import random
 
@@ -77,7 +77,8 @@ def _close(a, b, what):
 
 def test_flashinfer_prefill_matches_triton(engines):
     fi, tr = engines
-    assert fi.runner.attn.name == "flashinfer" and fi.runner.graph_runner is None
+    assert fi.runner.attn.name == "flashinfer" and fi.runner.graph_runner is not None
+    assert fi.runner.prefill_graphs is None  # (flashinfer prefills run eagerly)
     vocab = fi.loaded.vocab_size
     g = random.Random(0)
     base = [g.randrange(10, vocab) for _ in range(300)]
@@ -96,6 +97,7 @@ def test_flashinfer_decode_matches_triton_rescoring(engines):
     same text."""
     fi, tr = engines
     vocab = fi.loaded.vocab_size
+    replays_before = fi.get_stats()["num_graph_steps"]
     g = random.Random(1)
     prompts = [[g.randrange(10, vocab) for _ in range(20 + 30 * i)] for i in range(5)]
     outs = fi.generate(input_ids=prompts, sampling_params=[
@@ -107,4 +109,5 @@ def test_flashinfer_decode_matches_triton_rescoring(engines):
         # rescored: the logprobs of ids[len(prompt) + 1:], i.e. of got[1:], the tokens that came out
         # of flashinfer's decode steps (got[0] came from its prefill)
         _close(torch.tensor([lp for lp, _ in got[1:]]), rescored, f"prompt of {len(prompt)}")
+    assert fi.get_stats()["num_graph_steps"] > replays_before  # the decodes replayed flashinfer's graphs
     fi.check_integrity()
