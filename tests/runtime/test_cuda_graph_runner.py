@@ -26,6 +26,8 @@ def _runner(max_bs: int = 8, width: int = 16) -> CudaGraphRunner:
     r._rows = {}
     r.graphs = {g: _Graph() for g in r.batch_sizes}
     r.logits = {g: torch.randn(g, 5) for g in r.batch_sizes}
+    r.batches = {g: f"static batch {g}" for g in r.batch_sizes}
+    r._before_replay = None
     return r
 
 
@@ -54,3 +56,16 @@ def test_replay_fills_the_rows_pads_to_the_graph_and_returns_its_logits():
         # padding rows: token 0 at position 0, KV into slot 0, one key
         assert not r.input_ids[bs:g].any() and not r.positions[bs:g].any() and not r.out_cache_loc[bs:g].any()
         assert not r.req_to_token[bs:g, 0].any() and (r.seq_lens[bs:g] == 1).all()
+
+
+def test_a_backends_before_replay_hook_sees_the_static_and_the_real_batch_before_the_replay():
+    """flashinfer plans each step's pages into its graph's buffers through this hook: it must run
+    with graph g's static batch and this step's batch, after the inputs landed, before replay."""
+    r = _runner()
+    calls = []
+    r._before_replay = lambda static, fb: calls.append(
+        (static, fb, r.graphs[8].num_replays, r.input_ids[:fb.batch_size].tolist()))
+    fb = _decode_batch(5, 6, base=100)
+    r.replay(fb)
+    assert calls == [("static batch 8", fb, 0, fb.input_ids.tolist())]
+    assert r.graphs[8].num_replays == 1
