@@ -98,6 +98,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         """The batch size of fb's CUDA graph when fb is a bound static batch, else None."""
         return next((g for ref, g in self._static if ref() is fb), None)
 
+    @torch.inference_mode()  # the graph wrapper's buffers were made in the capture's inference mode
     def before_decode_replay(self, static_fb: "ForwardBatch", fb: "ForwardBatch") -> None:
         """Plan decode batch fb (bs <= g rows) into the graph wrapper of static_fb (g rows) before
         its replay; the rows past bs are padding (one key in slot 0)."""
