@@ -81,7 +81,7 @@ def random_loaded_model(config: dict, dtype: torch.dtype, device: str, seed: int
     model.eval()
     dims = ModelDims.from_hf(cfg)
     return LoadedModel(model=model, hf_config=cfg, num_layers=dims.num_layers,
-                       num_kv_heads=dims.num_kv_heads, head_dim=dims.head_dim,
+                       num_kv_heads=dims.num_kv_heads, head_dim=dims.head_dim, num_q_heads=dims.num_heads,
                        vocab_size=dims.vocab_size, max_context_len=dims.max_position, dtype=dtype,
                        device=torch.device(device))
 

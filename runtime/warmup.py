@@ -33,6 +33,7 @@ def warm_up(engine) -> None:
         if "error" in out:
             raise RuntimeError(f"engine warm-up failed: {out['error']}")
     engine.call_in_loop(lambda: _warm_sampling(engine))
+    engine.call_in_loop(lambda: _warm_attention(engine))
     engine.call_in_loop(lambda: _reset(engine))
 
 
@@ -58,6 +59,20 @@ def _warm_sampling(engine) -> None:
             logits = torch.randn(bs, runner.vocab_size, device=runner.device, generator=gen)  # [bs, V]
             sample(logits, SamplingBatchInfo.build([params] * bs, runner.vocab_size, runner.device, [0] * bs))
     torch.cuda.synchronize(runner.device)
+
+
+def _warm_attention(engine) -> None:
+    """Compile the attention specialisations of eager batches (the attention backend's warm_up):
+    mixed steps with any number of decodes up to max_running_requests, and the decode batch
+    sizes that no CUDA graph covers."""
+    runner = engine.runner
+    warm = getattr(runner.attn, "warm_up", None)
+    if runner.device.type != "cuda" or warm is None:
+        return
+    cap = engine.config.max_running_requests
+    graphs = runner.graph_runner
+    covered = graphs.max_bs if graphs is not None else 0  # decode batches up to this replay graphs
+    warm(runner.pool, runner.loaded.num_q_heads, cap, range(covered + 1, cap + 1))
 
 
 def _reset(engine) -> None:

@@ -31,6 +31,14 @@ class HybridAttentionBackend(AttentionBackend):
         if hasattr(prefill, "bind_static_extend"):
             self.bind_static_extend = prefill.bind_static_extend
 
+    def warm_up(self, kv_pool: "KVPool", num_q_heads: int, max_rows: int, eager_decode_rows=()) -> None:
+        """Each side's start-up compiles (TritonAttentionBackend.warm_up): prefill and mixed
+        batches on the prefill backend, eager decode batches on the decode backend."""
+        if hasattr(self.prefill, "warm_up"):
+            self.prefill.warm_up(kv_pool, num_q_heads, max_rows, ())
+        if hasattr(self.decode, "warm_up"):
+            self.decode.warm_up(kv_pool, num_q_heads, 0, eager_decode_rows)
+
     def _of(self, fb: "ForwardBatch") -> AttentionBackend:
         return self.decode if fb.is_decode else self.prefill
 

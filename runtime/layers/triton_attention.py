@@ -129,6 +129,55 @@ class TritonAttentionBackend(AttentionBackend):
         q = rope_store_(qk, v, cos, sin_signed, k_cache, v_cache, fb.out_cache_loc, norm)  # [T, Hq, D]
         return self._attend(q, k_cache, v_cache, fb)
 
+    @torch.inference_mode()
+    def warm_up(self, kv_pool: "KVPool", num_q_heads: int, max_rows: int, eager_decode_rows=()) -> None:
+        """Compile, at start-up, the kernel specialisations that eager batches of up to max_rows
+        sequences can reach (one per decode split count, plus the extend kernel), through the same
+        metadata path as a real batch. A mixed step (decodes riding beside a prefill chunk)
+        attends its decodes with decode_attention at a split count set by how many there are;
+        without this each new count compiled mid-serving (~0.5 s each: five compiles inside the
+        offline benchmark's timed run on an H200, 2026-11-29). eager_decode_rows: the decode batch
+        sizes that run without a CUDA graph (their fused-RoPE and plain decode launches). Every
+        key read and written is the pool's dummy slot 0."""
+        from ..forward_batch import ForwardBatch
+        k_cache, v_cache = self._kv_cache(kv_pool, 0)  # [num_slots + 1, Hkv, D]
+        hkv, d = k_cache.shape[1], k_cache.shape[2]
+        dev = k_cache.device
+
+        def batch(extend: list[int]) -> "ForwardBatch":
+            n, t = len(extend), sum(extend)
+            ext = torch.tensor(extend, dtype=torch.int64)
+            prefix = (ext == 1).to(torch.int64)  # decodes: one cached key each
+            return ForwardBatch(
+                input_ids=torch.zeros(t, dtype=torch.int64, device=dev), positions=torch.zeros(t, dtype=torch.int64, device=dev),
+                out_cache_loc=torch.zeros(t, dtype=torch.int64, device=dev),
+                req_to_token=torch.zeros(n, 16, dtype=torch.int64, device=dev), seq_lens=prefix + ext,
+                prefix_lens=prefix, extend_lens=ext, is_decode=all(e == 1 for e in extend),
+                logits_indices=torch.zeros(n, dtype=torch.int64, device=dev))
+
+        def first_rows_per_split(rows) -> list[int]:
+            by_split: dict = {}
+            for n in rows:
+                by_split.setdefault(pick_num_kv_splits(n, hkv, self.num_sms), n)
+            return sorted(by_split.values())
+
+        q_of = lambda fb: torch.zeros(len(fb.input_ids), num_q_heads, d, dtype=k_cache.dtype, device=dev)
+        for nd in ([0] + first_rows_per_split(range(1, max_rows))) if max_rows else []:  # + a 2-token extend
+            fb = batch([1] * nd + [2])
+            self.init_forward_metadata(fb)
+            self._attend(q_of(fb), k_cache, v_cache, fb)
+        for n in first_rows_per_split(eager_decode_rows):
+            fb = batch([1] * n)
+            self.init_forward_metadata(fb)
+            self._attend(q_of(fb), k_cache, v_cache, fb)
+            qk = torch.zeros(n, num_q_heads + hkv, d, dtype=k_cache.dtype, device=dev)
+            cos = torch.ones(n, 1, d, dtype=k_cache.dtype, device=dev)
+            decode_attention_rope(qk, qk[:, :hkv], cos, cos * 0, k_cache, v_cache, fb.out_cache_loc,
+                                  fb.req_to_token, self._meta.seq_lens, self._meta.num_kv_splits)
+        self._meta_fb = self._meta = None
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     def _decode_meta(self, fb: "ForwardBatch", k_cache: torch.Tensor) -> _DecodeMeta:
         """The decode metadata, its split count fixed on the first layer (it needs Hkv)."""
         meta = self._meta

@@ -36,6 +36,7 @@ class LoadedModel:
     num_layers: int
     num_kv_heads: int  # per tensor-parallel rank
     head_dim: int
+    num_q_heads: int  # per tensor-parallel rank
     vocab_size: int
     max_context_len: int
     dtype: torch.dtype
@@ -126,7 +127,7 @@ def load_model(model_dir: str, dtype: torch.dtype, device: str | torch.device = 
     window = sliding_window(hf_config)
     max_len = dims.max_position if window is None else min(dims.max_position, window)
     return LoadedModel(model=model, hf_config=hf_config, num_layers=dims.num_layers,
-                       num_kv_heads=heads.num_kv, head_dim=dims.head_dim,
+                       num_kv_heads=heads.num_kv, head_dim=dims.head_dim, num_q_heads=heads.num_q,
                        vocab_size=dims.vocab_size, max_context_len=max_len, dtype=dtype, device=device)
 
 

@@ -264,3 +264,37 @@ def test_flashinfer_backend_plumbing_on_cpu(monkeypatch, mixed):
         torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-3)
     plans = {key[0]: w.plans for key, w in attn._wrappers.items()}
     assert plans == ({"prefill": 3} if mixed else {"prefill": 2, "decode": 1}), plans
+
+
+@pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
+def test_triton_backend_warm_up_reaches_every_split_count_of_an_eager_batch(monkeypatch):
+    """runtime/warmup.py compiles eager batches' attention at start-up through
+    TritonAttentionBackend.warm_up: every decode split count that a mixed step's decodes (1 to
+    max_rows - 1 of them) or an eager decode batch can pick, and the extend kernel, are launched;
+    only the pool's dummy slot 0 is written."""
+    from sgl_lang.runtime.layers import triton_attention as ta
+    calls = []  # (kernel, mixed step's decodes (out= given) or not, split count)
+
+    def spy(name, real):
+        def call(*a, **kw):
+            splits = a[-1] if name == "decode_attention_rope" else a[5] if name == "decode_attention" else None
+            calls.append((name, "out" in kw, splits))
+            return real(*a, **kw)
+        return call
+    for name in ("decode_attention", "decode_attention_rope", "extend_attention"):
+        monkeypatch.setattr(ta, name, spy(name, getattr(ta, name)))
+    pool = KVPool(32, 2, 2, 16, torch.float32, "cpu")
+    pool.k_buffer[0][1:].fill_(3.0)
+    before = [b.clone() for b in (pool.k_buffer[0], pool.v_buffer[0])]
+    attn = ta.TritonAttentionBackend(num_sms=4)  # splits: 8 // (rows * 2 KV heads) rounded down to 2^k
+    attn.warm_up(pool, 4, 9, range(5, 9))
+    want = {ta.pick_num_kv_splits(n, 2, 4) for n in range(1, 9)}
+    assert want == {8, 4, 2, 1}
+    assert {s for name, mixed, s in calls if name == "decode_attention" and mixed} == want
+    eager = {ta.pick_num_kv_splits(n, 2, 4) for n in range(5, 9)}
+    assert {s for name, mixed, s in calls if name == "decode_attention" and not mixed} == eager
+    assert {s for name, _, s in calls if name == "decode_attention_rope"} == eager
+    assert sum(name == "extend_attention" for name, _, _ in calls) == 1 + len(want)
+    for b, old in zip((pool.k_buffer[0], pool.v_buffer[0]), before):
+        assert torch.equal(b[1:], old[1:])  # only slot 0 (the dummy slot) is ever written
+    assert attn._meta is None

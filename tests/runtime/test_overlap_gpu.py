@@ -76,6 +76,32 @@ def test_start_up_warm_up_leaves_nothing_to_compile_for_a_first_request(engine):
     assert compiled == []
 
 
+def test_eager_mixed_steps_after_start_up_compile_nothing(tmp_path_factory):
+    """With prefill graphs off, prompts chunked 64 tokens a step beside up to 13 decodes are eager
+    mixed steps: their decodes go through decode_attention at a split count set by how many there
+    are (16 or 8 here). The start-up warm-up compiles them all (TritonAttentionBackend.warm_up);
+    on 2026-11-29 the offline benchmark compiled five such kernels inside its timed run."""
+    from sgl_lang.runtime.engine import Engine
+    knobs = pytest.importorskip("triton.knobs")
+    if not hasattr(knobs.runtime, "jit_cache_hook"):
+        pytest.skip("this Triton has no jit_cache_hook")
+    eng = Engine(model_path=_config_dir(tmp_path_factory), load_format="dummy", device="cuda",
+                 dtype="bfloat16", max_total_tokens=8192, max_running_requests=16, cuda_graph_max_bs=16,
+                 chunked_prefill_size=64, cuda_graph_max_prefill_tokens=0)
+    compiled = []
+    saved = knobs.runtime.jit_cache_hook
+    knobs.runtime.jit_cache_hook = lambda *a, **kw: compiled.append(kw.get("repr", "?")) or False
+    try:
+        prompts = [[11 + i] * 5 for i in range(13)] + [[7 + i] * (150 + 40 * i) for i in range(3)]
+        outs = eng.generate(input_ids=prompts, sampling_params=dict(temperature=0, max_new_tokens=12,
+                                                                     ignore_eos=True))
+        assert all(o["meta_info"]["completion_tokens"] == 12 for o in outs)
+    finally:
+        knobs.runtime.jit_cache_hook = saved
+        eng.shutdown()
+    assert compiled == []
+
+
 def test_constrained_and_penalised_requests_run_ahead_on_gpu(engine):
     before = engine.get_stats()
     free = [{"temperature": 0, "max_new_tokens": 40, "ignore_eos": True} for _ in range(4)]
