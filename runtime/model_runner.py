@@ -54,7 +54,10 @@ class ModelRunner:
         self._batch_params: dict[tuple[int, ...], BatchSamplingParams] = {}  # ids of the params
         self._facts: tuple[list[Req], SampleFacts] = ([], sample_facts([]))  # of the latest reqs
         max_len = min(config.context_length or loaded.max_context_len, loaded.max_context_len)
-        self.table = ReqToTokenTable(config.max_running_requests + 8, max_len + 1, self.device)
+        # req_to_token rows 16 wide at a time: every batch's row stride is then a multiple of 16, so
+        # the attention kernels (which specialise on it) compile once, graphs and eager alike
+        width = -(-(max_len + 1) // 16) * 16
+        self.table = ReqToTokenTable(config.max_running_requests + 8, width, self.device)
         self.batch_sender = None  # tp_size > 1: TPDriver, sends each ForwardBatch to ranks 1..N-1
         self.graph_runner: Optional[CudaGraphRunner] = None
         self.num_graph_steps = 0  # forwards run by replaying a captured decode graph
@@ -62,7 +65,7 @@ class ModelRunner:
         if self.device.type == "cuda" and not config.disable_cuda_graph and hasattr(self.attn, "bind_static_decode"):
             self.graph_runner, self.decode_gemm = build_decode_graphs(
                 self.model, self.attn, self.pool, min(config.cuda_graph_max_bs, config.max_running_requests),
-                max_len + 1, loaded.num_kv_heads, self.device, config.decode_gemm,
+                width, loaded.num_kv_heads, self.device, config.decode_gemm,
                 eligible=config.tp_size == 1 and dtype in (torch.bfloat16, torch.float16),
                 pdl=not config.disable_pdl and device_supports_pdl(self.device))
         self.prefill_graphs: Optional[PrefillGraphRunner] = None
@@ -74,7 +77,7 @@ class ModelRunner:
                 and hasattr(self.attn, "bind_static_extend")):
             self.prefill_graphs = PrefillGraphRunner(
                 self.model, self.attn, self.pool, max_prefill, min(config.max_running_requests, 256),
-                max_len + 1, self.device)
+                width, self.device)
             if not self.prefill_graphs.buckets:  # GPU-bound even at 16 tokens: eager
                 self.prefill_graphs = None
 
