@@ -5,8 +5,9 @@ Triton compiles a kernel per specialisation (constexprs, integer arguments equal
 by 16, pointer alignment) on first use, ~0.5 s each on an H200 with a cold cache (measured on
 2026-11-28: a batch-1 request after only batch-64 traffic waited 577 ms for its first token, 16 ms
 once warmed). CUDA-graph capture covers the decode forward and one-sequence prefills up to the
-largest captured bucket; longer or batched prefills (the extend attention kernel) and the sampling
-kernel (a specialisation per row split and per mode) compile lazily. Later
+largest captured bucket; longer or batched prefills (the extend attention kernel), the sampling
+kernel (a specialisation per row split and per mode) and the decode attention of eager mixed steps
+(a specialisation per split count) would compile lazily, so they are compiled here too. Later
 starts on the same machine load the compiled kernels from Triton's disk cache in milliseconds.
 
 Run on the engine thread's loop like any request; the counters it moves are reset afterwards.
