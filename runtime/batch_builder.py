@@ -89,8 +89,7 @@ def build_forward_batch(batch: ScheduledBatch, prev: Optional[StepHandle], table
         input_ids=input_ids,  # [T]
         positions=positions,  # [T]
         out_cache_loc=out_cache_loc,  # [T]
-        # [bs, W]: W = the longest sequence rounded up to 16 slots (see ModelRunner.table)
-        req_to_token=table.gather(rows_dev, min(-(-max(seq_lens) // 16) * 16, table.width)),
+        req_to_token=table.gather(rows_dev, max(seq_lens)),  # [bs, max seq_len rounded up to 16]
         seq_lens=seq_lens_cpu,
         prefix_lens=prefix_lens_cpu,
         extend_lens=ext_cpu,

@@ -54,10 +54,8 @@ class ModelRunner:
         self._batch_params: dict[tuple[int, ...], BatchSamplingParams] = {}  # ids of the params
         self._facts: tuple[list[Req], SampleFacts] = ([], sample_facts([]))  # of the latest reqs
         max_len = min(config.context_length or loaded.max_context_len, loaded.max_context_len)
-        # req_to_token rows 16 wide at a time: every batch's row stride is then a multiple of 16, so
-        # the attention kernels (which specialise on it) compile once, graphs and eager alike
-        width = -(-(max_len + 1) // 16) * 16
-        self.table = ReqToTokenTable(config.max_running_requests + 8, width, self.device)
+        self.table = ReqToTokenTable(config.max_running_requests + 8, max_len + 1, self.device)
+        width = self.table.width  # max_len + 1 rounded up to 16 slots: the graphs' req_to_token rows
         self.batch_sender = None  # tp_size > 1: TPDriver, sends each ForwardBatch to ranks 1..N-1
         self.graph_runner: Optional[CudaGraphRunner] = None
         self.num_graph_steps = 0  # forwards run by replaying a captured decode graph

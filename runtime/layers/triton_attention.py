@@ -140,6 +140,7 @@ class TritonAttentionBackend(AttentionBackend):
         sizes that run without a CUDA graph (their fused-RoPE and plain decode launches). Every
         key read and written is the pool's dummy slot 0."""
         from ..forward_batch import ForwardBatch
+        from ..mem.req_to_token import ROW_ALIGN
         k_cache, v_cache = self._kv_cache(kv_pool, 0)  # [num_slots + 1, Hkv, D]
         hkv, d = k_cache.shape[1], k_cache.shape[2]
         dev = k_cache.device
@@ -151,7 +152,7 @@ class TritonAttentionBackend(AttentionBackend):
             return ForwardBatch(
                 input_ids=torch.zeros(t, dtype=torch.int64, device=dev), positions=torch.zeros(t, dtype=torch.int64, device=dev),
                 out_cache_loc=torch.zeros(t, dtype=torch.int64, device=dev),
-                req_to_token=torch.zeros(n, 16, dtype=torch.int64, device=dev), seq_lens=prefix + ext,
+                req_to_token=torch.zeros(n, ROW_ALIGN, dtype=torch.int64, device=dev), seq_lens=prefix + ext,
                 prefix_lens=prefix, extend_lens=ext, is_decode=all(e == 1 for e in extend),
                 logits_indices=torch.zeros(n, dtype=torch.int64, device=dev))
 

@@ -6,6 +6,9 @@
 A request takes a row when it first runs and gives it back when the scheduler releases it. Each
 step writes only the slots of its new tokens (one indexed store for the whole batch) and gathers
 the batch's rows, instead of rebuilding and copying every request's slot list from the host.
+Rows are whole multiples of ROW_ALIGN slots wide, in the table and in every gathered batch, so
+a batch's row stride is always a multiple of 16: the attention kernels specialise on it, and
+one specialisation then serves CUDA graphs and eager batches of any length.
 `Req.table_len` counts the leading entries of its row known to match `Req.kv_indices`; the
 scheduler sets it to 0 whenever it replaces kv_indices (prefix match, cache hand-over).
 """
@@ -18,11 +21,19 @@ class TableFull(RuntimeError):
     """More requests run at once than the table has rows (max_running_requests too small)."""
 
 
+ROW_ALIGN = 16  # slots: every row width is a multiple of this
+
+
+def aligned_width(num_slots: int) -> int:
+    """num_slots rounded up to a multiple of ROW_ALIGN."""
+    return -(-num_slots // ROW_ALIGN) * ROW_ALIGN
+
+
 class ReqToTokenTable:
-    def __init__(self, max_rows: int, width: int, device: torch.device):
-        self.width = width
+    def __init__(self, max_rows: int, min_width: int, device: torch.device):
+        self.width = aligned_width(min_width)  # >= min_width (the longest sequence + 1)
         self.device = torch.device(device)
-        self.data = torch.zeros(max_rows, width, dtype=torch.int64, device=self.device)
+        self.data = torch.zeros(max_rows, self.width, dtype=torch.int64, device=self.device)
         self._free = list(range(max_rows - 1, -1, -1))
 
     @property
@@ -48,6 +59,7 @@ class ReqToTokenTable:
         """data[rows[t], positions[t]] = slots[t] for every new token t (all [T] int64 on the device)."""
         self.data.index_put_((rows, positions), slots)
 
-    def gather(self, rows: torch.Tensor, width: int) -> torch.Tensor:
-        """[bs] int64 rows on the device -> [bs, width] int64 slot lists of those requests."""
-        return self.data[:, :width].index_select(0, rows)
+    def gather(self, rows: torch.Tensor, longest: int) -> torch.Tensor:
+        """[bs] int64 rows on the device -> [bs, W] int64 slot lists of those requests, W =
+        longest (their longest sequence) rounded up to ROW_ALIGN."""
+        return self.data[:, :min(aligned_width(longest), self.width)].index_select(0, rows)

@@ -86,3 +86,13 @@ def test_unknown_tokens_without_a_previous_step_are_refused():
     r.extend_len = 4
     with pytest.raises(RuntimeError, match="not known"):
         build_forward_batch(_batch([r], [[5, 6, 7, 8]], [0]), None, table, torch.device("cpu"))
+
+
+def test_rows_are_whole_multiples_of_16_slots_wide():
+    """The attention kernels specialise on req_to_token's row stride: the table and every gathered
+    batch are ROW_ALIGN (16) slots wide at a time, never wider than the table."""
+    table = ReqToTokenTable(3, 8193, torch.device("cpu"))  # context 8,192 + 1
+    assert table.width == 8208 and table.data.shape == (3, 8208)
+    rows = torch.tensor([2, 0])
+    assert table.gather(rows, 1).shape == (2, 16) and table.gather(rows, 16).shape == (2, 16)
+    assert table.gather(rows, 17).shape == (2, 32) and table.gather(rows, 8193).shape == (2, 8208)
