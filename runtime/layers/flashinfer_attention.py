@@ -102,23 +102,39 @@ class FlashInferAttentionBackend(AttentionBackend):
     def before_decode_replay(self, static_fb: "ForwardBatch", fb: "ForwardBatch") -> None:
         """Plan decode batch fb (bs <= g rows) into the graph wrapper of static_fb (g rows) before
         its replay; the rows past bs are padding (one key in slot 0)."""
-        g, bs = static_fb.batch_size, fb.batch_size
+        self._wait_for_last_plan()
+        self._planned = self._plan_graph(static_fb.batch_size, fb.seq_lens, fb.seq_lens_source,
+                                         fb.req_to_token)
+        self._planned_fb = static_fb
+        self._mark_plan(fb.req_to_token.device)
+
+    def _plan_graph(self, g: int, seq_lens: torch.Tensor, lens_source: torch.Tensor,
+                    req_to_token: torch.Tensor):
+        """Plan the graph wrapper of size g for bs = len(seq_lens) <= g sequences (seq_lens [bs]
+        host ints; lens_source, req_to_token [bs, L]: their lengths and slots, to read on the
+        device) and padding rows of one key in slot 0; -> the wrapper."""
         hq, hkv, d, common = self._plan_args[g]
-        if self._plan_copied is not None:
-            self._plan_copied.synchronize()
+        bs, device = len(seq_lens), req_to_token.device
         lens = torch.ones(g, dtype=torch.int64)
-        lens[:bs] = fb.seq_lens
+        lens[:bs] = seq_lens
         kv_indptr = torch.zeros(g + 1, dtype=torch.int32)
         kv_indptr[1:] = torch.cumsum(lens, 0)
         total = int(kv_indptr[bs])
-        lens_dev = fb.seq_lens_device if fb.seq_lens_device is not None else fb.seq_lens.to(fb.req_to_token.device)
-        pages = torch.zeros(int(kv_indptr[-1]), dtype=torch.int32, device=fb.req_to_token.device)
-        pages[:total] = page_list(fb.req_to_token, lens_dev, total)
-        w = self._wrapper(("graph", g, hq // hkv >= TENSOR_CORE_GROUP), pages.device)
+        pages = torch.zeros(int(kv_indptr[-1]), dtype=torch.int32, device=device)  # padding: slot 0
+        pages[:total] = page_list(req_to_token, lens_source.to(device), total)
+        w = self._wrapper(("graph", g, hq // hkv >= TENSOR_CORE_GROUP), device)
         w.plan(kv_indptr, pages, torch.ones(g, dtype=torch.int32), hq, hkv, d, 1, **common)
-        self._plan_copied = torch.cuda.Event()
-        self._plan_copied.record()
-        self._planned_fb, self._planned = static_fb, w
+        return w
+
+    def _wait_for_last_plan(self) -> None:
+        if self._plan_copied is not None:
+            self._plan_copied.synchronize()
+
+    def _mark_plan(self, device: torch.device) -> None:
+        """Record when this plan's host-to-device copies are done (see _plan_copied)."""
+        if device.type == "cuda":
+            self._plan_copied = torch.cuda.Event()
+            self._plan_copied.record()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 fb: "ForwardBatch", kv_pool: "KVPool") -> torch.Tensor:
@@ -161,28 +177,25 @@ class FlashInferAttentionBackend(AttentionBackend):
 
     def _plan(self, fb: "ForwardBatch", q: torch.Tensor, k_cache: torch.Tensor) -> None:
         hq, d, hkv = q.shape[1], q.shape[2], k_cache.shape[1]
-        if self._plan_copied is not None:
-            self._plan_copied.synchronize()
+        self._wait_for_last_plan()
         seq_lens = fb.seq_lens
-        kv_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
-        kv_indptr[1:] = torch.cumsum(seq_lens, 0)
-        pages = page_list(fb.req_to_token, fb.seq_lens_source.to(q.device), int(kv_indptr[-1]))
-        last_page_len = torch.ones(len(seq_lens), dtype=torch.int32)  # pages of one token: always full
         common = dict(q_data_type=q.dtype, kv_data_type=k_cache.dtype, sm_scale=1.0 / math.sqrt(d))
         g = self._graph_size(fb) if fb.is_decode else None
-        if g is not None:  # a graph's static batch: placeholder lengths
+        if g is not None:  # a graph's static batch (its warm-up forward): placeholder lengths
             self._plan_args[g] = (hq, hkv, d, common)
-            w = self._wrapper(("graph", g, hq // hkv >= TENSOR_CORE_GROUP), q.device)
-            w.plan(kv_indptr, pages, last_page_len, hq, hkv, d, 1, **common)
-        elif fb.is_decode:
-            w = self._wrapper(("decode", hq // hkv >= TENSOR_CORE_GROUP), q.device)
-            w.plan(kv_indptr, pages, last_page_len, hq, hkv, d, 1, **common)
+            w = self._plan_graph(g, seq_lens, fb.seq_lens_source, fb.req_to_token)
         else:
-            qo_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
-            qo_indptr[1:] = torch.cumsum(fb.extend_lens, 0)
-            w = self._wrapper(("prefill",), q.device)
-            w.plan(qo_indptr, kv_indptr, pages, last_page_len, hq, hkv, d, 1, causal=True, **common)
-        if q.is_cuda:
-            self._plan_copied = torch.cuda.Event()
-            self._plan_copied.record()
+            kv_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
+            kv_indptr[1:] = torch.cumsum(seq_lens, 0)
+            pages = page_list(fb.req_to_token, fb.seq_lens_source.to(q.device), int(kv_indptr[-1]))
+            last_page_len = torch.ones(len(seq_lens), dtype=torch.int32)  # pages of one token: always full
+            if fb.is_decode:
+                w = self._wrapper(("decode", hq // hkv >= TENSOR_CORE_GROUP), q.device)
+                w.plan(kv_indptr, pages, last_page_len, hq, hkv, d, 1, **common)
+            else:
+                qo_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
+                qo_indptr[1:] = torch.cumsum(fb.extend_lens, 0)
+                w = self._wrapper(("prefill",), q.device)
+                w.plan(qo_indptr, kv_indptr, pages, last_page_len, hq, hkv, d, 1, causal=True, **common)
+        self._mark_plan(q.device)
         self._planned_fb, self._planned = fb, w

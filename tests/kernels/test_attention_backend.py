@@ -213,9 +213,14 @@ class _FakeFlashInfer:
     for which batch, the rope + store before it) runs here."""
 
     class _Wrapper:
-        def __init__(self, workspace, kv_layout, use_tensor_cores=False):
+        def __init__(self, workspace, kv_layout, use_tensor_cores=False, use_cuda_graph=False,
+                     paged_kv_indptr_buffer=None, paged_kv_indices_buffer=None,
+                     paged_kv_last_page_len_buffer=None):
             assert kv_layout == "NHD" and workspace.dtype == torch.uint8
             self.plans = 0
+            # CUDA-graph mode: plan() copies into these fixed buffers and run() reads them, as a
+            # replayed graph does
+            self.buffers = (paged_kv_indptr_buffer, paged_kv_indices_buffer) if use_cuda_graph else None
 
         def _pages(self, kv_indptr, indices, last_page_len, page_size):
             assert page_size == 1 and bool((last_page_len == 1).all()) and indices.dtype == torch.int32
@@ -228,12 +233,21 @@ class _FakeFlashInfer:
 
     class BatchDecodeWithPagedKVCacheWrapper(_Wrapper):
         def plan(self, indptr, indices, last_page_len, hq, hkv, d, page_size, **kw):
+            if self.buffers is not None:
+                indptr_buf, indices_buf = self.buffers
+                assert indptr_buf.shape == indptr.shape and len(indices) <= len(indices_buf)
+                indptr_buf.copy_(indptr)
+                indices_buf[:len(indices)].copy_(indices)
             self.r2t, self.lens = self._pages(indptr, indices, last_page_len, page_size)
 
         def run(self, q, kv):
             from sgl_lang.kernels.attention_decode import decode_attention_ref
             k, v = (c.squeeze(1) for c in kv)  # [pages, 1, Hkv, D] -> [pages, Hkv, D]
-            return decode_attention_ref(q, k, v, self.r2t, self.lens).view(q.shape)
+            r2t, lens = self.r2t, self.lens
+            if self.buffers is not None:  # a replay reads the buffers, not the plan's arguments
+                indptr_buf, indices_buf = self.buffers
+                r2t, lens = self._pages(indptr_buf, indices_buf, torch.ones(len(q), dtype=torch.int32), 1)
+            return decode_attention_ref(q, k, v, r2t, lens).view(q.shape)
 
     class BatchPrefillWithPagedKVCacheWrapper(_Wrapper):
         def plan(self, qo_indptr, kv_indptr, indices, last_page_len, hq, hkv, d, page_size, causal=False, **kw):
@@ -264,6 +278,47 @@ def test_flashinfer_backend_plumbing_on_cpu(monkeypatch, mixed):
         torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-3)
     plans = {key[0]: w.plans for key, w in attn._wrappers.items()}
     assert plans == ({"prefill": 3} if mixed else {"prefill": 2, "decode": 1}), plans
+
+
+@pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
+def test_flashinfer_graph_replay_reads_the_real_batch_planned_into_the_graph_buffers(monkeypatch):
+    """flashinfer decode in CUDA graphs, over the stand-in: the static batch's warm-up forward plans
+    the graph wrapper that a capture records; before_decode_replay plans a real batch of 3 into
+    that same wrapper's fixed buffers, so what the replay runs attends the real pages (and the
+    padding row one key in slot 0)."""
+    import sys
+    monkeypatch.setitem(sys.modules, "flashinfer", _FakeFlashInfer)
+    from sgl_lang.kernels.attention_decode import decode_attention_ref
+    attn = get_attention_backend("flashinfer", workspace_bytes=1024)
+    hq, hkv, d, g, width = 4, 2, 16, 4, 16
+    pool = KVPool(64, 1, hkv, d, torch.float32, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    k_cache, v_cache = pool.k_buffer[0], pool.v_buffer[0]  # [65, Hkv, D]
+    k_cache.copy_(torch.randn(k_cache.shape, generator=gen))
+    v_cache.copy_(torch.randn(v_cache.shape, generator=gen))
+
+    def decode_batch(lens, r2t):
+        n = len(lens)
+        return ForwardBatch(input_ids=torch.zeros(n, dtype=torch.int64), positions=torch.zeros(n, dtype=torch.int64),
+                            out_cache_loc=torch.zeros(n, dtype=torch.int64), req_to_token=r2t,
+                            seq_lens=torch.tensor(lens), prefix_lens=torch.tensor(lens) - 1,
+                            extend_lens=torch.ones(n, dtype=torch.int64), is_decode=True,
+                            logits_indices=torch.arange(n))
+    static = decode_batch([1] * g, torch.zeros(g, width, dtype=torch.int64))  # the graph runner's
+    attn.bind_static_decode(static, torch.ones(g, dtype=torch.int32), hkv)
+    attn._attend(torch.randn(g, hq, d, generator=gen), k_cache, v_cache, static)  # warm-up forward
+    captured = attn._planned
+    lens = [5, 9, 2]
+    r2t = torch.zeros(3, width, dtype=torch.int64)
+    for i, n in enumerate(lens):
+        r2t[i, :n] = torch.randperm(64, generator=gen)[:n] + 1
+    attn.before_decode_replay(static, decode_batch(lens, r2t))
+    assert attn._planned is captured and attn._planned_fb is static
+    q = torch.randn(g, hq, d, generator=gen)
+    out = captured.run(q, (k_cache.unsqueeze(1), v_cache.unsqueeze(1)))  # what the replay runs
+    ref = decode_attention_ref(q[:3], k_cache, v_cache, r2t, torch.tensor(lens)).view(3, hq, d)
+    torch.testing.assert_close(out[:3], ref)
+    torch.testing.assert_close(out[3], v_cache[0].repeat_interleave(hq // hkv, 0))  # padding: slot 0
 
 
 @pytest.mark.skipif(CUDA, reason="CPU tensors need the Triton interpreter, which is off when CUDA is present")
