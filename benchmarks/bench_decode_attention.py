@@ -85,11 +85,12 @@ def sweep(bw: float, copies: int = 8) -> None:
 def loads(bw: float, copies: int = 8) -> None:
     """8B batch 64 (the engine's 3.57 TB/s decode-attention shape): warps x K/V eviction policy x
     keys per step x stages x splits, CUDA-graph µs per layer; the default launch and the best ten."""
-    from sgl_lang.kernels.attention_decode import decode_attention, pick_num_kv_splits
+    from sgl_lang.kernels.attention_decode import (DEFAULT_KV_EVICT, DEFAULT_NUM_STAGES, decode_attention,
+                                                   pick_num_kv_splits)
     name, bs, seq, hq, hkv, d = "llama-3.1-8b", 64, 640, 32, 8, 128
     caches, r2t, q, lens, out = _inputs(bs, seq, hq, hkv, d, copies)
     nbytes = 2 * bs * seq * hkv * d * 2
-    default = (4, "evict_first", 64, 4, pick_num_kv_splits(bs, hkv))
+    default = (4, DEFAULT_KV_EVICT, 64, DEFAULT_NUM_STAGES, pick_num_kv_splits(bs, hkv))
     times = {}
     for launch in itertools.product((4, 8), ("", "evict_first"), (32, 64, 128), (2, 3, 4), (1, 2)):
         warps, evict, bn, st, s = launch

@@ -185,16 +185,22 @@ def _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits):
     check_last_dim_contiguous(q, k_cache, v_cache, req_to_token)
 
 
+# the default launch (both entry points): K/V loads in 4 pipeline stages, evicted from L2 first.
+# On an H200 at 8B bs 64 x 640 keys: 43.4 µs per layer against 44.8 for 3 stages and no policy
+# (benchmarks/bench_decode_attention.py --loads, 2026-11-29)
+DEFAULT_NUM_STAGES = 4
+DEFAULT_KV_EVICT = "evict_first"
+
+
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      req_to_token: torch.Tensor, seq_lens: torch.Tensor, num_kv_splits: int = 8,
                      out: torch.Tensor | None = None, block_n: int | None = None,
-                     num_stages: int = 4, fused_merge: bool = False, num_warps: int = 4,
-                     kv_evict: str = "evict_first") -> torch.Tensor:
+                     num_stages: int = DEFAULT_NUM_STAGES, fused_merge: bool = False, num_warps: int = 4,
+                     kv_evict: str = DEFAULT_KV_EVICT) -> torch.Tensor:
     """See the module docstring. Every seq_lens[i] must be >= 1. block_n (keys per loop step,
     a power of two >= 16; None: 128 for D <= 64, else 64), num_stages, num_warps and kv_evict
     (the K/V loads' L2 eviction policy: "", "evict_first" or "evict_last") are launch knobs
-    (benchmarks/bench_decode_attention.py --loads sweeps them; on an H200 at 8B bs 64 x 640 keys,
-    4 stages with evict_first took 43.4 µs per layer against 44.8 for 3 stages and no policy). fused_merge: with S > 1, the last of a
+    (benchmarks/bench_decode_attention.py --loads sweeps them). fused_merge: with S > 1, the last of a
     sequence's S programs merges the partials (one launch) instead of a second launch. Off: on
     an H200 its first version (volatile loads, one split after another) was slower at every
     shape measured (135M bs 1, S 16: 19.9 µs against 5.2); the unrolled L2-read merge it has now
@@ -219,12 +225,12 @@ def decode_attention_rope(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, 
     hkv = v.shape[1]
     q = qk[:, :qk.shape[1] - hkv]  # [bs, Hq, D] (strided: rows of the fused qkv output)
     _check(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits)
-    return _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, None, None, 4, False,
-                   (qk[:, qk.shape[1] - hkv:], v, cos, sin_signed, loc))
+    return _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, None, None,
+                   DEFAULT_NUM_STAGES, False, (qk[:, qk.shape[1] - hkv:], v, cos, sin_signed, loc))
 
 
 def _attend(q, k_cache, v_cache, req_to_token, seq_lens, num_kv_splits, out, block_n, num_stages,
-            fused_merge, rope, num_warps=4, kv_evict="evict_first") -> torch.Tensor:
+            fused_merge, rope, num_warps=4, kv_evict=DEFAULT_KV_EVICT) -> torch.Tensor:
     bs, hq, d = q.shape
     hkv = k_cache.shape[1]
     group = hq // hkv
