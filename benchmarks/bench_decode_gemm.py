@@ -37,7 +37,13 @@ def main() -> None:
     ap.add_argument("--m", type=int, nargs="+", default=[64, 1, 8192])
     ap.add_argument("--no-triton", action="store_true")
     ap.add_argument("--steps-only", action="store_true")
+    ap.add_argument("--tma", action="store_true", help="the engine's launches against TMA-loaded twins "
+                    "and a small TMA sweep per shape, then the step with each")
     args = ap.parse_args()
+    if args.tma:
+        for m in args.m:
+            tma_sweep(m)
+        return
     if args.steps_only:
         from sgl_lang.kernels.skinny_gemm import skinny_linear
         for m in args.m:
@@ -106,7 +112,66 @@ def main() -> None:
             layer_steps(m, best, skinny_linear)
 
 
-def layer_steps(m: int, best: dict, skinny_linear) -> None:
+def tma_sweep(m: int) -> None:
+    """Per shape at batch m: cuBLAS, the engine's launch (decode_config), its TMA twin and a few
+    other TMA launches; then one decode step under PDL with the engine's launches, their TMA twins,
+    and the best launch per shape."""
+    from dataclasses import replace
+
+    from sgl_lang.kernels.skinny_gemm import GemmConfig, decode_config, skinny_linear
+    rows, best = [], {}
+    torch.manual_seed(0)
+    for name, (n, k) in SHAPES.items():
+        if name == "gate_up":
+            continue
+        fused = name == "gate_up+silu"
+        nn = n // 2 if fused else n
+        copies = 8 if name == "lm_head" else 32
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        ref = F.linear(x, ws[0]).float()
+        if fused:
+            g, u = ref.chunk(2, dim=-1)
+            ref = F.silu(g) * u
+        tickets = torch.zeros(n // 16, dtype=torch.int32, device="cuda")
+        eng = decode_config(m, nn, k, fused)
+        cands = [] if eng is None else [eng, replace(eng, tma=True)]
+        splits = (1,) if fused else (1, 2, 4)
+        cands += [GemmConfig(bn, bk, sp, st, tma=True) for bn in (32, 64, 128) for bk in (64, 128)
+                  for sp in splits for st in (4, 6) if not (fused and bn == 128)]
+        res = {"cuBLAS": graph_us(lambda: [F.linear(x, w) for w in ws], copies)}
+        for cfg in cands:
+            if not cfg.fits(m, nn, k) or str(cfg) in res:
+                continue
+            try:
+                y = skinny_linear(x, ws[0], cfg, silu_mul=fused, tickets=tickets)
+                err = (y.float() - ref).abs().max().item() / ref.abs().max().item()
+                if err > 2e-2:
+                    print(f"{name} {cfg}: max error {err:.3g} of the largest output, skipped")
+                    continue
+                res[str(cfg)] = graph_us(lambda: [skinny_linear(x, w, cfg, silu_mul=fused, tickets=tickets)
+                                                  for w in ws], copies)
+            except Exception as e:  # e.g. out of shared memory for this tile and stage count
+                print(f"{name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
+        nbytes = n * k * 2
+        top = min((v, kk) for kk, v in res.items() if kk != "cuBLAS")
+        best[name] = next(c for c in cands if str(c) == top[1])
+        fmt = lambda us: f"{us:.1f} ({nbytes / us / 1e6:.2f})"
+        rows.append([name, m, fmt(res["cuBLAS"]), fmt(res[str(eng)]) if eng else "-",
+                     fmt(res[str(replace(eng, tma=True))]) if eng and str(replace(eng, tma=True)) in res else "-",
+                     f"{fmt(top[0])} {top[1]}"])
+        print(" | ".join(map(str, rows[-1])), flush=True)
+        del ws
+        torch.cuda.empty_cache()
+    print(f"\n{torch.cuda.get_device_name(0)}: µs per GEMM (weight TB/s), in a CUDA graph, distinct weights")
+    print(table(["weights", "M", "cuBLAS", "engine launch", "its TMA twin", "best (TMA sweep)"], rows))
+    engine = {nm: decode_config(m, SHAPES[nm][0] // (2 if nm == "gate_up+silu" else 1), SHAPES[nm][1],
+                                nm == "gate_up+silu") for nm in ("qkv", "o", "gate_up+silu", "down", "lm_head")}
+    twins = {nm: replace(c, tma=True) if c else None for nm, c in engine.items()}
+    layer_steps(m, None, skinny_linear, extra=[("PDL, TMA twins", twins), ("PDL, best per shape", best)])
+
+
+def layer_steps(m: int, best: dict, skinny_linear, extra=()) -> None:
     """One decode step's GEMMs as the model runs them (32 layers of qkv, o, gate_up, SiLU-mul,
     down, then the LM head; norms and attention left out), all cuBLAS vs the mix that takes the
     Triton kernel where its best config beat cuBLAS in the sweep above."""
@@ -164,6 +229,8 @@ def layer_steps(m: int, best: dict, skinny_linear) -> None:
     variants += [(f"PDL, qkv {c}", True, {"qkv": c}) for c in (
         GemmConfig(64, 128, 2, 5), GemmConfig(32, 128, 1, 6), GemmConfig(64, 128, 4, 3), GemmConfig(32, 128, 2, 5))]
     variants += [(f"PDL, down {c}", True, {"down": c}) for c in (GemmConfig(64, 128, 4, 3), GemmConfig(32, 256, 2, 4))]
+    if extra:  # (label, {shape name: launch}) instead of the sweep above
+        variants = [("plain", False, {}), ("PDL", True, {})] + [(lb, True, picks) for lb, picks in extra]
     rows = []
     for label, pdl, overrides in variants:
         chosen.clear()

@@ -32,12 +32,13 @@ class GemmConfig:
     split: int  # programs sharing one column block's reduction
     stages: int  # tiles in flight
     warps: int = 4
+    tma: bool = False  # tiles of x and W through Hopper's TMA (host tensor descriptors), sm_90+
 
     def fits(self, m: int, n: int, k: int) -> bool:
         return m <= 64 and n % self.bn == 0 and k % (self.bk * self.split) == 0
 
     def __str__(self) -> str:
-        return f"{self.bn}x{self.bk} split {self.split} st {self.stages} w {self.warps}"
+        return f"{self.bn}x{self.bk} split {self.split} st {self.stages} w {self.warps}" + (" tma" if self.tma else "")
 
 
 CONFIGS = [GemmConfig(bn, bk, split, st) for bn in (64, 128) for bk in (128, 256)
@@ -80,23 +81,10 @@ def _gated(acc, acc_up, dt, SILU_MUL: tl.constexpr):
 
 
 @triton.jit
-def _skinny_gemm_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, stride_w, stride_y, N,
-                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT: tl.constexpr,
-                        STAGES: tl.constexpr, SILU_MUL: tl.constexpr, PDL: tl.constexpr):
-    wait_for_inputs(PDL)
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    rm = tl.arange(0, BM)
-    rn = pid_n * BN + tl.arange(0, BN)
-    k_len = K // SPLIT
-    rk = pid_k * k_len + tl.arange(0, BK)
-    xp = x_ptr + rm[:, None] * stride_x + rk[None, :]  # [BM, BK] tile of x
-    wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]  # [BN, BK] tile of W
-    up = wp + N.to(tl.int64) * stride_w  # SILU_MUL: the matching rows of the up half (N = I)
-    row_ok = rm[:, None] < M
-    acc, acc_up = _k_sums(xp, wp, up, row_ok, 0, k_len, BK, BM, BN, BK, STAGES, SILU_MUL)
-    dt = x_ptr.dtype.element_ty
-    acc = _gated(acc, acc_up, dt, SILU_MUL)
+def _finish(acc, y_ptr, ws_ptr, cnt_ptr, rm, rn, row_ok, pid_n, pid_k, N, stride_y, BM: tl.constexpr,
+            BN: tl.constexpr, SPLIT: tl.constexpr, dt: tl.constexpr):
+    """Write a program's float32 [BM, BN] sums (rows rm, columns rn) to y, rounded to dt first;
+    with SPLIT > 1 through the workspace and the column block's ticket."""
     yp = y_ptr + rm[:, None] * stride_y + rn[None, :]
     if SPLIT == 1:
         tl.store(yp, acc.to(dt).to(y_ptr.dtype.element_ty), mask=row_ok)
@@ -115,23 +103,86 @@ def _skinny_gemm_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, st
             tl.atomic_xchg(cnt_ptr + pid_n, 0)
 
 
+@triton.jit
+def _skinny_gemm_kernel(x_ptr, w_ptr, y_ptr, ws_ptr, cnt_ptr, M, K, stride_x, stride_w, stride_y, N,
+                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT: tl.constexpr,
+                        STAGES: tl.constexpr, SILU_MUL: tl.constexpr, PDL: tl.constexpr):
+    wait_for_inputs(PDL)
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rm = tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    k_len = K // SPLIT
+    rk = pid_k * k_len + tl.arange(0, BK)
+    xp = x_ptr + rm[:, None] * stride_x + rk[None, :]  # [BM, BK] tile of x
+    wp = w_ptr + rn[:, None].to(tl.int64) * stride_w + rk[None, :]  # [BN, BK] tile of W
+    up = wp + N.to(tl.int64) * stride_w  # SILU_MUL: the matching rows of the up half (N = I)
+    row_ok = rm[:, None] < M
+    acc, acc_up = _k_sums(xp, wp, up, row_ok, 0, k_len, BK, BM, BN, BK, STAGES, SILU_MUL)
+    dt = x_ptr.dtype.element_ty
+    acc = _gated(acc, acc_up, dt, SILU_MUL)
+    _finish(acc, y_ptr, ws_ptr, cnt_ptr, rm, rn, row_ok, pid_n, pid_k, N, stride_y, BM, BN, SPLIT, dt)
+
+
+@triton.jit
+def _skinny_gemm_tma_kernel(x_desc, w_desc, y_ptr, ws_ptr, cnt_ptr, M, K, stride_y, N,
+                            BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT: tl.constexpr,
+                            STAGES: tl.constexpr, SILU_MUL: tl.constexpr, PDL: tl.constexpr):
+    """_skinny_gemm_kernel with its tiles loaded by TMA: x_desc over x [M, K] in [BM, BK] boxes
+    (rows past M read as zeros), w_desc over W [N or 2I, K] in [BN, BK] boxes."""
+    wait_for_inputs(PDL)
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    n0 = pid_n * BN
+    k_len = K // SPLIT
+    k0 = pid_k * k_len
+    acc = tl.zeros((BM, BN), tl.float32)
+    acc_up = tl.zeros((BM, BN), tl.float32)
+    for k in tl.range(k0, k0 + k_len, BK, num_stages=STAGES):
+        xt = x_desc.load([0, k])  # [BM, BK]
+        acc = tl.dot(xt, tl.trans(w_desc.load([n0, k])), acc)  # W tile [BN, BK]
+        if SILU_MUL:
+            acc_up = tl.dot(xt, tl.trans(w_desc.load([n0 + N, k])), acc_up)
+    dt = x_desc.dtype  # (x's element type)
+    acc = _gated(acc, acc_up, dt, SILU_MUL)
+    rm = tl.arange(0, BM)
+    rn = n0 + tl.arange(0, BN)
+    _finish(acc, y_ptr, ws_ptr, cnt_ptr, rm, rn, rm[:, None] < M, pid_n, pid_k, N, stride_y, BM, BN, SPLIT, dt)
+
+
 def decode_config(m: int, n: int, k: int, silu_mul: bool = False) -> GemmConfig | None:
     """The launch for an [m, k] x [n, k]^T product (n: the output width, I for silu_mul), or None
     where cuBLAS was as fast in benchmarks/bench_decode_gemm.py (H200, Llama-3.1-8B shapes):
-    batches of 17-64 rows only; at 16 and below cuBLAS's own skinny kernels win or tie."""
+    batches of 17-64 rows only; at 16 and below cuBLAS's own skinny kernels win or tie. The
+    square o_proj alone is no faster than cuBLAS, but inside a decode graph under PDL a Triton
+    launch lets its neighbours overlap it (cuBLAS's kernels break that chain)."""
     if not 16 < m <= 64 or k % 256 or n % 128:
         return None
     if silu_mul:
-        cfg = GemmConfig(64, 64, 1, 4)
+        cfg = GemmConfig(64, 128, 1, 4, tma=True)
     elif n >= 65536:  # an LM head
-        cfg = GemmConfig(128, 128, 1, 3)
+        cfg = GemmConfig(128, 128, 1, 4, tma=True)
     elif k >= 2 * n:  # a down projection: few column blocks, a long reduction
         cfg = GemmConfig(64, 128, 2, 5)
     elif n > k:  # qkv-like
-        cfg = GemmConfig(64, 128, 1, 5)
-    else:
-        return None
+        cfg = GemmConfig(64, 128, 1, 6, tma=True)
+    else:  # o_proj-like
+        cfg = GemmConfig(32, 128, 1, 6, tma=True)
     return cfg if cfg.fits(m, n, k) else None
+
+
+_TMA_DEVICES: dict = {}
+
+
+def _tma_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """TMA needs sm_90+ (the interpreter takes CPU tensors), 16-byte aligned bases and row strides."""
+    if x.is_cuda:
+        cap = _TMA_DEVICES.get(x.device)
+        if cap is None:
+            cap = _TMA_DEVICES[x.device] = torch.cuda.get_device_capability(x.device)[0] >= 9
+        if not cap:
+            return False
+    return all(t.data_ptr() % 16 == 0 and t.stride(0) * t.element_size() % 16 == 0 for t in (x, w))
 
 
 def skinny_linear(x: torch.Tensor, w: torch.Tensor, cfg: GemmConfig, silu_mul: bool = False,
@@ -155,8 +206,15 @@ def skinny_linear(x: torch.Tensor, w: torch.Tensor, cfg: GemmConfig, silu_mul: b
             tickets = torch.zeros(n // cfg.bn, device=x.device, dtype=torch.int32)
         if tickets.numel() < n // cfg.bn or tickets.dtype != torch.int32:
             raise ValueError(f"tickets: expected int32 [>= {n // cfg.bn}], got {tickets.dtype} {tuple(tickets.shape)}")
-    _skinny_gemm_kernel[(n // cfg.bn, cfg.split)](
-        x, w, y, ws, tickets if tickets is not None else y, m, k, x.stride(0), w.stride(0), y.stride(0), n,
-        BM=bm, BN=cfg.bn, BK=cfg.bk, SPLIT=cfg.split, STAGES=cfg.stages, SILU_MUL=silu_mul,
-        PDL=pdl_on(), num_warps=cfg.warps, **launch_options())
+    cnt = tickets if tickets is not None else y
+    consts = dict(BM=bm, BN=cfg.bn, BK=cfg.bk, SPLIT=cfg.split, STAGES=cfg.stages, SILU_MUL=silu_mul,
+                  PDL=pdl_on(), num_warps=cfg.warps, **launch_options())
+    if cfg.tma and _tma_ok(x, w):
+        from triton.tools.tensor_descriptor import TensorDescriptor
+        _skinny_gemm_tma_kernel[(n // cfg.bn, cfg.split)](
+            TensorDescriptor.from_tensor(x, [bm, cfg.bk]), TensorDescriptor.from_tensor(w, [cfg.bn, cfg.bk]),
+            y, ws, cnt, m, k, y.stride(0), n, **consts)
+    else:
+        _skinny_gemm_kernel[(n // cfg.bn, cfg.split)](
+            x, w, y, ws, cnt, m, k, x.stride(0), w.stride(0), y.stride(0), n, **consts)
     return y

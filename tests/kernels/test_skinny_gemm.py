@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgl_lang.kernels.skinny_gemm import GemmConfig, decode_config, skinny_linear
+from sgl_lang.kernels.skinny_gemm import GemmConfig, _tma_ok, decode_config, skinny_linear
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -22,7 +22,8 @@ def _silu_mul_ref(y: torch.Tensor) -> torch.Tensor:
 
 @interpreted
 @pytest.mark.parametrize("m,cfg", [(5, GemmConfig(64, 128, 1, 3)), (17, GemmConfig(64, 128, 2, 3)),
-                                   (33, GemmConfig(128, 256, 4, 2)), (64, GemmConfig(32, 256, 1, 2))])
+                                   (33, GemmConfig(128, 256, 4, 2)), (64, GemmConfig(32, 256, 1, 2)),
+                                   (5, GemmConfig(64, 128, 1, 3, tma=True)), (40, GemmConfig(64, 128, 4, 3, tma=True))])
 def test_skinny_linear_matches_f_linear(m, cfg):
     g = torch.Generator().manual_seed(m)
     x = torch.randn(m, 1024, generator=g)
@@ -35,9 +36,10 @@ def test_skinny_silu_mul_and_float_output():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(20, 512, generator=g)
     w = torch.randn(512, 512, generator=g) * 0.05  # [gate (256 rows); up (256 rows)]
-    y = skinny_linear(x, w, GemmConfig(64, 128, 1, 3), silu_mul=True)
-    assert y.shape == (20, 256)
-    torch.testing.assert_close(y, _silu_mul_ref(F.linear(x, w)), atol=1e-4, rtol=1e-4)
+    for tma in (False, True):
+        y = skinny_linear(x, w, GemmConfig(64, 128, 1, 3, tma=tma), silu_mul=True)
+        assert y.shape == (20, 256)
+        torch.testing.assert_close(y, _silu_mul_ref(F.linear(x, w)), atol=1e-4, rtol=1e-4)
     tickets = torch.zeros(8, dtype=torch.int32)
     for _ in range(2):  # split-K tickets are left zero for the next call
         y = skinny_linear(x, w, GemmConfig(128, 128, 2, 3), out_dtype=torch.float32, tickets=tickets)
@@ -53,9 +55,9 @@ def test_bad_inputs_and_configs():
         skinny_linear(x[:8], torch.randn(256, 256), GemmConfig(64, 128, 2, 3), silu_mul=True)
     # decode_config: only 17..64 rows, and shapes it has a launch for
     assert decode_config(16, 6144, 4096) is None and decode_config(65, 6144, 4096) is None
-    assert decode_config(64, 4096, 4096) is None  # square (o_proj): cuBLAS was as fast
     assert decode_config(64, 960, 576) is None  # 135M: widths not multiples of 128
-    for n, k, silu in ((6144, 4096, False), (4096, 14336, False), (128256, 4096, False), (14336, 4096, True)):
+    for n, k, silu in ((6144, 4096, False), (4096, 4096, False), (4096, 14336, False), (128256, 4096, False),
+                       (14336, 4096, True)):
         cfg = decode_config(64, n, k, silu)
         assert cfg is not None and cfg.fits(64, n, k), (n, k, silu)
 
@@ -64,12 +66,13 @@ def test_bad_inputs_and_configs():
 @pytest.mark.parametrize("m", [17, 40, 64])
 def test_decode_shapes_on_gpu(m):
     torch.manual_seed(m)
-    for n, k in ((6144, 4096), (4096, 14336), (128256, 4096)):
+    for n, k in ((6144, 4096), (4096, 4096), (4096, 14336), (128256, 4096)):
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
         ref = F.linear(x, w).float()
         tickets = torch.zeros(n // 16, dtype=torch.int32, device="cuda")
-        for cfg in (decode_config(m, n, k), GemmConfig(64, 128, 2, 3), GemmConfig(128, 128, 4, 3)):
+        for cfg in (decode_config(m, n, k), GemmConfig(64, 128, 2, 3), GemmConfig(128, 128, 4, 3),
+                    GemmConfig(64, 128, 2, 4, tma=True), GemmConfig(128, 64, 1, 6, tma=True)):
             y = skinny_linear(x, w, cfg, out_dtype=torch.float32, tickets=tickets)
             assert not tickets.any()
             err = (y - ref).abs().max().item()
@@ -77,8 +80,9 @@ def test_decode_shapes_on_gpu(m):
     w = torch.randn(2 * 14336, 4096, device="cuda", dtype=torch.bfloat16) * 0.02
     x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
     ref = _silu_mul_ref(F.linear(x, w)).float()
-    y = skinny_linear(x, w, decode_config(m, 14336, 4096, silu_mul=True), silu_mul=True).float()
-    assert (y - ref).abs().max().item() <= 0.02 * ref.abs().max().item()
+    for cfg in (decode_config(m, 14336, 4096, silu_mul=True), GemmConfig(64, 64, 1, 4, tma=True)):
+        y = skinny_linear(x, w, cfg, silu_mul=True).float()
+        assert (y - ref).abs().max().item() <= 0.02 * ref.abs().max().item(), str(cfg)
 
 
 @interpreted
@@ -136,3 +140,16 @@ def test_pdl_chain_in_a_graph_matches_plain_launches():
         outs[on] = out.clone()
     assert torch.equal(outs[True], outs[False])
     assert not tickets.any()
+
+
+@interpreted
+def test_tma_launch_falls_back_on_unaligned_inputs():
+    """A TMA config on an input whose base is not 16-byte aligned runs the pointer kernel instead
+    (a TMA descriptor needs aligned bases and row strides)."""
+    g = torch.Generator().manual_seed(3)
+    buf = torch.randn(20 * 256 + 1, generator=g)
+    x = buf[1:].view(20, 256)  # base 4 bytes past an aligned allocation
+    w = torch.randn(128, 256, generator=g) * 0.05
+    assert not _tma_ok(x, w) and _tma_ok(x.clone(), w)
+    torch.testing.assert_close(skinny_linear(x, w, GemmConfig(64, 128, 1, 3, tma=True)), F.linear(x, w),
+                               atol=1e-4, rtol=1e-4)
