@@ -166,8 +166,10 @@ def decode_config(m: int, n: int, k: int, silu_mul: bool = False) -> GemmConfig 
         cfg = GemmConfig(64, 128, 2, 5)
     elif n > k:  # qkv-like
         cfg = GemmConfig(64, 128, 1, 6, tma=True)
-    else:  # o_proj-like
+    elif n >= 4096:  # o_proj-like, wide enough for a program per 32 columns to fill an H200's SMs
         cfg = GemmConfig(32, 128, 1, 6, tma=True)
+    else:
+        return None
     return cfg if cfg.fits(m, n, k) else None
 
 

@@ -56,6 +56,7 @@ def test_bad_inputs_and_configs():
     # decode_config: only 17..64 rows, and shapes it has a launch for
     assert decode_config(16, 6144, 4096) is None and decode_config(65, 6144, 4096) is None
     assert decode_config(64, 960, 576) is None  # 135M: widths not multiples of 128
+    assert decode_config(64, 2048, 2048) is None  # a narrow o_proj: too few programs
     for n, k, silu in ((6144, 4096, False), (4096, 4096, False), (4096, 14336, False), (128256, 4096, False),
                        (14336, 4096, True)):
         cfg = decode_config(64, n, k, silu)
