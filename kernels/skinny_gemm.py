@@ -11,7 +11,10 @@ bound by the weight read; what matters is keeping every SM streaming. Grid (N / 
 program reads a [BN, K / SPLIT] slab of W in [BN, BK] tiles (num_stages in flight) and the whole
 [M, K / SPLIT] slice of x; with SPLIT > 1 the programs of a column block store float32 partial
 sums and the last one to finish (a ticket counter per block) adds them and writes y. With silu_mul a program reads the matching rows of both halves and
-writes the gated activation, so the [M, 2I] product never goes to memory.
+writes the gated activation, so the [M, 2I] product never goes to memory. A config with tma=True
+loads its x and W tiles through host tensor descriptors (Hopper's TMA engine copies whole tiles
+to shared memory, with no per-element addresses in registers); the pointer kernel runs instead where the
+device is older than sm_90 or a base or row stride is not 16-byte aligned.
 benchmarks/bench_decode_gemm.py compares the configs with cuBLAS (H200 figures in docs/benchmarks.md).
 """
 from __future__ import annotations
