@@ -79,17 +79,9 @@ def main() -> None:
                     continue
                 if skinny_linear is None or not cfg.fits(m, n, k):
                     continue
-                try:
-                    y = skinny_linear(x, ws[0], cfg, silu_mul=fused, tickets=tickets)
-                except Exception as e:  # e.g. out of shared memory for this tile and stage count
-                    print(f"{cfg}: {type(e).__name__}")
-                    continue
-                err = (y.float() - ref).abs().max().item() / ref.abs().max().item()
-                if err > 2e-2:
-                    print(f"{name} m={m} {cfg}: max error {err:.3g} of the largest output, skipped")
-                    continue
-                results[f"triton {cfg}"] = graph_us(
-                    lambda: [skinny_linear(x, w, cfg, silu_mul=fused, tickets=tickets) for w in ws], copies)
+                us = _checked_us(f"{name} m={m}", x, ws, ref, cfg, fused, tickets, skinny_linear)
+                if us is not None:
+                    results[f"triton {cfg}"] = us
             best_t = min((v, kk) for kk, v in results.items() if kk.startswith("triton")) if len(results) > 2 else None
             row = [name, m, f"{n}x{k}"]
             for key in ("TN", "NN"):
@@ -112,12 +104,29 @@ def main() -> None:
             layer_steps(m, best, skinny_linear)
 
 
+def _checked_us(label: str, x, ws, ref, cfg, fused: bool, tickets, skinny_linear):
+    """µs per GEMM of launch cfg over the weights ws, in one graph; None (with a line printed)
+    where the launch fails (e.g. out of shared memory for its tile and stage count) or its output
+    is off the reference by more than 2% of the largest value."""
+    try:
+        y = skinny_linear(x, ws[0], cfg, silu_mul=fused, tickets=tickets)
+        err = (y.float() - ref).abs().max().item() / ref.abs().max().item()
+        if err > 2e-2:
+            print(f"{label} {cfg}: max error {err:.3g} of the largest output, skipped")
+            return None
+        return graph_us(lambda: [skinny_linear(x, w, cfg, silu_mul=fused, tickets=tickets) for w in ws], len(ws))
+    except Exception as e:
+        print(f"{label} {cfg}: {type(e).__name__}: {str(e)[:120]}")
+        return None
+
+
 def tma_sweep(m: int) -> None:
     """Per shape at batch m: cuBLAS, the engine's launch (decode_config), its TMA twin and a few
     other TMA launches; then one decode step under PDL with the engine's launches, their TMA twins,
     and the best launch per shape."""
     from dataclasses import replace
 
+    from sgl_lang.kernels.silu_mul import silu_and_mul
     from sgl_lang.kernels.skinny_gemm import GemmConfig, decode_config, skinny_linear
     rows, best = [], {}
     torch.manual_seed(0)
@@ -129,10 +138,7 @@ def tma_sweep(m: int) -> None:
         copies = 8 if name == "lm_head" else 32
         ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        ref = F.linear(x, ws[0]).float()
-        if fused:
-            g, u = ref.chunk(2, dim=-1)
-            ref = F.silu(g) * u
+        ref = (silu_and_mul(F.linear(x, ws[0])) if fused else F.linear(x, ws[0])).float()
         tickets = torch.zeros(n // 16, dtype=torch.int32, device="cuda")
         eng = decode_config(m, nn, k, fused)
         cands = [] if eng is None else [eng, replace(eng, tma=True)]
@@ -143,16 +149,9 @@ def tma_sweep(m: int) -> None:
         for cfg in cands:
             if not cfg.fits(m, nn, k) or str(cfg) in res:
                 continue
-            try:
-                y = skinny_linear(x, ws[0], cfg, silu_mul=fused, tickets=tickets)
-                err = (y.float() - ref).abs().max().item() / ref.abs().max().item()
-                if err > 2e-2:
-                    print(f"{name} {cfg}: max error {err:.3g} of the largest output, skipped")
-                    continue
-                res[str(cfg)] = graph_us(lambda: [skinny_linear(x, w, cfg, silu_mul=fused, tickets=tickets)
-                                                  for w in ws], copies)
-            except Exception as e:  # e.g. out of shared memory for this tile and stage count
-                print(f"{name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
+            us = _checked_us(name, x, ws, ref, cfg, fused, tickets, skinny_linear)
+            if us is not None:
+                res[str(cfg)] = us
         nbytes = n * k * 2
         top = min((v, kk) for kk, v in res.items() if kk != "cuBLAS")
         best[name] = next(c for c in cands if str(c) == top[1])
