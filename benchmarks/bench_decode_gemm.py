@@ -128,7 +128,7 @@ def tma_sweep(m: int) -> None:
 
     from sgl_lang.kernels.silu_mul import silu_and_mul
     from sgl_lang.kernels.skinny_gemm import GemmConfig, decode_config, skinny_linear
-    rows, best = [], {}
+    rows, best, twins = [], {}, {}
     torch.manual_seed(0)
     for name, (n, k) in SHAPES.items():
         if name == "gate_up":
@@ -141,7 +141,8 @@ def tma_sweep(m: int) -> None:
         ref = (silu_and_mul(F.linear(x, ws[0])) if fused else F.linear(x, ws[0])).float()
         tickets = torch.zeros(n // 16, dtype=torch.int32, device="cuda")
         eng = decode_config(m, nn, k, fused)
-        cands = [] if eng is None else [eng, replace(eng, tma=True)]
+        twin = twins[name] = replace(eng, tma=True) if eng else None
+        cands = [] if eng is None else [eng, twin]
         splits = (1,) if fused else (1, 2, 4)
         cands += [GemmConfig(bn, bk, sp, st, tma=True) for bn in (32, 64, 128) for bk in (64, 128)
                   for sp in splits for st in (4, 6) if not (fused and bn == 128)]
@@ -157,16 +158,12 @@ def tma_sweep(m: int) -> None:
         best[name] = next(c for c in cands if str(c) == top[1])
         fmt = lambda us: f"{us:.1f} ({nbytes / us / 1e6:.2f})"
         rows.append([name, m, fmt(res["cuBLAS"]), fmt(res[str(eng)]) if eng else "-",
-                     fmt(res[str(replace(eng, tma=True))]) if eng and str(replace(eng, tma=True)) in res else "-",
-                     f"{fmt(top[0])} {top[1]}"])
+                     fmt(res[str(twin)]) if twin and str(twin) in res else "-", f"{fmt(top[0])} {top[1]}"])
         print(" | ".join(map(str, rows[-1])), flush=True)
         del ws
         torch.cuda.empty_cache()
     print(f"\n{torch.cuda.get_device_name(0)}: µs per GEMM (weight TB/s), in a CUDA graph, distinct weights")
     print(table(["weights", "M", "cuBLAS", "engine launch", "its TMA twin", "best (TMA sweep)"], rows))
-    engine = {nm: decode_config(m, SHAPES[nm][0] // (2 if nm == "gate_up+silu" else 1), SHAPES[nm][1],
-                                nm == "gate_up+silu") for nm in ("qkv", "o", "gate_up+silu", "down", "lm_head")}
-    twins = {nm: replace(c, tma=True) if c else None for nm, c in engine.items()}
     layer_steps(m, None, skinny_linear, extra=[("PDL, TMA twins", twins), ("PDL, best per shape", best)])
 
 
